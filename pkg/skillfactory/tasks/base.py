@@ -25,8 +25,13 @@ class Problem:
 
     def to_record(self) -> dict[str, Any]:
         """The flat JSON record the generators emit: the four common keys plus the task fields."""
-        return {"id": self.id, "task": self.task, "question": self.question,
-                "answer": self.answer, **self.data}  # fmt: skip
+        return {
+            "id": self.id,
+            "task": self.task,
+            "question": self.question,
+            "answer": self.answer,
+            **self.data,
+        }
 
     @classmethod
     def from_record(cls, record: dict[str, Any], task: str | None = None) -> Problem:

@@ -1,0 +1,1 @@
+"""Protobuf contracts: code generation from `proto/` and conversions from library types."""

