@@ -1,0 +1,77 @@
+"""The task registry: every task of the method by its full name, e.g. `get_task("countdown-4")`.
+
+Generated tasks (countdown, multiplication, letter-countdown, acronym) are seeded generators;
+dataset tasks (gsm8k, csqa, math500) read packaged offline data by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache, partial
+
+from skillfactory.tasks.acronym import AcronymTask
+from skillfactory.tasks.base import Grade, Problem, ProblemFieldError, Task, grade
+from skillfactory.tasks.countdown import CountdownTask
+from skillfactory.tasks.csqa import CommonsenseQATask
+from skillfactory.tasks.gsm8k import GSM8KTask
+from skillfactory.tasks.letter_countdown import LetterCountdownTask
+from skillfactory.tasks.math500 import Math500Task
+from skillfactory.tasks.multiplication import MultiplicationTask
+
+
+def _factories() -> dict[str, Callable[[], Task]]:
+    factories: dict[str, Callable[[], Task]] = {}
+    for size in (3, 4, 5, 6):
+        factories[f"countdown-{size}"] = partial(CountdownTask, size)
+    for digits in (2, 3, 4, 5):
+        factories[f"multiplication-{digits}"] = partial(MultiplicationTask, digits)
+    for length in (4, 5):
+        factories[f"letter-countdown-{length}"] = partial(LetterCountdownTask, length)
+    for length in (4, 5):
+        factories[f"acronym-{length}"] = partial(AcronymTask, length)
+    factories["gsm8k"] = GSM8KTask
+    factories["csqa"] = CommonsenseQATask
+    factories["math500"] = Math500Task
+    return factories
+
+
+_FACTORIES = _factories()
+
+TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+"""Every concrete task name, in a stable order."""
+
+
+class UnknownTaskError(ValueError):
+    """A task name that is not in `TASK_NAMES`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")
+        self.name = name
+
+
+@cache
+def get_task(name: str) -> Task:
+    """The task called `name` (one shared instance per name); raises `UnknownTaskError`."""
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise UnknownTaskError(name)
+    return factory()
+
+
+__all__ = [
+    "TASK_NAMES",
+    "AcronymTask",
+    "CommonsenseQATask",
+    "CountdownTask",
+    "GSM8KTask",
+    "Grade",
+    "LetterCountdownTask",
+    "Math500Task",
+    "MultiplicationTask",
+    "Problem",
+    "ProblemFieldError",
+    "Task",
+    "UnknownTaskError",
+    "get_task",
+    "grade",
+]

