@@ -22,7 +22,7 @@ from skillfactory.tasks.countdown_expression import (
 
 _STEP_LABEL = re.compile(r"step\s*[0-9]{1,3}\s*:", re.IGNORECASE)
 _RESULT = re.compile(
-    rf"\s*(-?\s*[0-9]{{1,{MAX_LITERAL_DIGITS}}})(?:\s*/\s*([0-9]{{1,{MAX_LITERAL_DIGITS}}}))?\s*\.?\s*"
+    rf"\s*(-?\s*[0-9]{{1,{MAX_LITERAL_DIGITS}}})(?:\s*/\s*([0-9]{{1,{MAX_LITERAL_DIGITS}}}))?\s*[.;,]?\s*"
 )
 
 

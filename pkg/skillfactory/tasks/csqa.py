@@ -93,11 +93,12 @@ def chosen_label(answer: str, choices: dict[str, str]) -> str | None:
     if (label := by_text.get(normalize_text(answer))) is not None:
         return label
     if (lone := _LONE_LETTER.fullmatch(answer)) is not None:
-        return lone.group(1).upper()
+        letter = lone.group(1).upper()
+        return letter if letter in choices else None
     if (lettered := _LETTER_THEN_TEXT.fullmatch(answer)) is not None:
         label = lettered.group(1) or lettered.group(2)
         named = by_text.get(normalize_text(lettered.group(3)))
-        return label if named in (None, label) else None
+        return label if label in choices and named in (None, label) else None
     return None
 
 
