@@ -6,9 +6,15 @@ import threading
 from fractions import Fraction
 
 import pytest
-
-from skillfactory.tasks import CommonsenseQATask, GSM8KTask, Math500Task, Problem
-from skillfactory.tasks import csqa, gsm8k, math500
+from skillfactory.tasks import (
+    CommonsenseQATask,
+    GSM8KTask,
+    Math500Task,
+    Problem,
+    csqa,
+    gsm8k,
+    math500,
+)
 from skillfactory.tasks.dataset_rows import (
     DatasetUnavailableError,
     PackagedFile,
