@@ -35,7 +35,15 @@ def _progress(console: Console) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     )
+
+
+def _decode(raw: bytes, number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RecordError(number, "<record>", f"not UTF-8 ({error.reason})") from error
 
 
 def compose_file(
@@ -56,7 +64,7 @@ def compose_file(
             task = progress.add_task("compose", total=os.fstat(source.fileno()).st_size)
             for number, raw in enumerate(source, start=1):
                 progress.advance(task, len(raw))
-                line = raw.decode("utf-8", errors="replace")
+                line = _decode(raw, number)
                 if not line.strip():
                     continue
                 item = parse_samples_line(line, number)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from skillfactory.parsing import extract_answer, find_blocks, parse_verdict
+from skillfactory.prompts import HINT_PREFIX, mentions_hint
 
 STRUCTURE_TAGS = ("think", "sample", "reflect")
 """Tags the trace format owns; a sample or reflection that writes them would break the structure."""
@@ -114,6 +115,13 @@ def reflection_critique(reflection: Reflection) -> str | None:
     )
 
 
+def usable_body(sample: Sample) -> str | None:
+    """`sample_body`, or None also for a rationalization sample that betrays its hint."""
+    if sample.prompt_variant.startswith(HINT_PREFIX) and mentions_hint(sample.text):
+        return None
+    return sample_body(sample.text)
+
+
 @dataclass
 class ClassCounts:
     """What the verdict filter did with the reflections of one class (correct or incorrect samples)."""
@@ -156,8 +164,8 @@ class FilterCounts:
     correct: ClassCounts = field(default_factory=ClassCounts)
     incorrect: ClassCounts = field(default_factory=ClassCounts)
     unusable_samples: int = 0
-    """Samples without an answer or with trace tags in their text; their reflections are not
-    counted by the filter."""
+    """Samples without an answer, with trace tags in their text, or from a rationalization prompt
+    whose text mentions the hint; their reflections are not counted by the filter."""
 
     def of(self, correct: bool) -> ClassCounts:
         """The counts of one class."""
@@ -198,12 +206,13 @@ def verdict_filter(samples: Sequence[Sample]) -> FilterResult:
     """Keep each reflection whose verdict equals its sample's graded correctness.
 
     A missing or odd verdict is dropped, as is a reflection that would break the trace format.
-    Samples that cannot enter a trace (no answer, trace tags in the text) are counted apart.
+    Samples that cannot enter a trace (no answer, trace tags in the text, a mentioned hint) are
+    counted apart.
     """
     counts = FilterCounts()
     pairs: list[Pair] = []
     for sample in samples:
-        body = sample_body(sample.text)
+        body = usable_body(sample)
         if body is None:
             counts.unusable_samples += 1
             continue
@@ -222,7 +231,7 @@ def bare_pairs(samples: Sequence[Sample]) -> tuple[tuple[Pair, ...], int]:
     pairs: list[Pair] = []
     unusable = 0
     for sample in samples:
-        body = sample_body(sample.text)
+        body = usable_body(sample)
         if body is None:
             unusable += 1
             continue

@@ -69,3 +69,16 @@ def test_reflection_critique_ends_in_a_canonical_verdict() -> None:
         "<verdict>Correct</verdict>"
     )
     assert reflection_critique(reflection_from_text("no verdict")) is None
+
+
+def test_rationalization_samples_that_mention_the_hint_are_unusable() -> None:
+    text = "Using the hint, 6 * 7 = 42. <answer>42</answer>"
+    honest = "6 * 7 = 42. <answer>42</answer>"
+    samples = [
+        Sample(0, text, "hint_step_by_step", True, (reflection_from_text("<verdict>Correct"),)),
+        Sample(1, honest, "hint_restate", True, (reflection_from_text("<verdict>Correct"),)),
+        Sample(2, text, "step_by_step", True, (reflection_from_text("<verdict>Correct"),)),
+    ]
+    result = verdict_filter(samples)
+    assert result.counts.unusable_samples == 1
+    assert [pair.key for pair in result.pairs] == [(1, 0), (2, 0)]
