@@ -98,24 +98,28 @@ def question_text(numbers: list[int], target: int) -> str:
 def read_numbers(problem: Problem) -> tuple[dict[int, int], int]:
     """The given numbers as value → count, and the target; `ProblemFieldError` when malformed."""
     numbers, target = problem.data.get("numbers"), problem.data.get("target")
-    if not isinstance(numbers, list) or not all(type(n) is int for n in numbers):
+    if not isinstance(numbers, list):
         raise ProblemFieldError("numbers")
     if type(target) is not int:
         raise ProblemFieldError("target")
     counts: dict[int, int] = {}
     for number in numbers:
+        if type(number) is not int:
+            raise ProblemFieldError("numbers")
         counts[number] = counts.get(number, 0) + 1
     return counts, target
 
 
 def answer_value(answer: str, numbers: dict[int, int], target: int) -> Value:
-    """The value of a plain expression (with optional "= target") or of a step-format answer."""
+    """The value of a plain expression (with optional "= target") or of a step-format answer.
+
+    `numbers` (value → count) is spent by a plain expression; pass a fresh dict."""
     if is_step_format(answer):
         return evaluate_steps(answer, numbers)
     tokens = tokenize(answer)
     if "=" in tokens:
         tokens = strip_target_suffix(tokens, target)
-    return evaluate_tokens(tokens, dict(numbers))
+    return evaluate_tokens(tokens, numbers)
 
 
 def strip_target_suffix(tokens: list[str], target: int) -> list[str]:

@@ -1,6 +1,6 @@
 """A safe, exact evaluator for countdown answers: integer literals, + - * / (also × ÷ −), parentheses.
 
-Model text is never handed to `eval`. A small tokenizer and a recursive-descent parser evaluate the
+Model text is never handed to `eval`. A small tokenizer and an operator-precedence evaluator compute the
 expression with Python ints, switching to `Fraction` only when a division is inexact. Every literal
 must be taken from a *budget* of allowed numbers (value → how many times it may still be used), so
 a number that is not given, or is used too often, fails as soon as it is read — which also keeps
@@ -37,16 +37,88 @@ def tokenize(text: str) -> list[str]:
     """ASCII digit runs and single non-space characters; × ÷ − are mapped to * / -."""
     if len(text) > MAX_ANSWER_CHARS:
         raise ExpressionError("answer too long")
-    return _TOKENS.findall(text.translate(_ASCII_OPERATORS))
+    return _TOKENS.findall(text if text.isascii() else text.translate(_ASCII_OPERATORS))
 
 
 def evaluate_tokens(tokens: list[str], budget: dict[int, int]) -> Value:
-    """The exact value of a whole token list; literals are taken from (and decrement) `budget`."""
-    parser = _Parser(tokens, budget)
-    value = parser.expression()
-    if parser.pos != len(tokens):
-        raise ExpressionError(f"unexpected {tokens[parser.pos]!r}")
-    return value
+    """The exact value of a whole token list; literals are taken from (and decrement) `budget`.
+
+    Operator precedence evaluation with explicit stacks (no recursion, so no depth limit to hit):
+    binary + - * / are left-associative, unary minus binds tightest, "(" opens a group.
+    """
+    values: list[Value] = []
+    operators: list[str] = []
+    expect_operand = True
+    open_groups = 0
+    for token in tokens:
+        if expect_operand:
+            if "0" <= token[0] <= "9":
+                values.append(take_literal(token, budget))
+                expect_operand = False
+            elif token == "(" or token == "-":
+                open_groups += 1
+                if open_groups > MAX_NESTING:
+                    raise ExpressionError("nested too deeply")
+                operators.append("(" if token == "(" else "neg")
+            else:
+                raise ExpressionError(f"unexpected {token!r}")
+        elif token in _BINARY:
+            precedence = _BINARY[token]
+            while operators and _PRECEDENCE[operators[-1]] >= precedence:
+                open_groups -= apply(operators.pop(), values)
+            operators.append(token)
+            expect_operand = True
+        elif token == ")":
+            while operators and operators[-1] != "(":
+                open_groups -= apply(operators.pop(), values)
+            if not operators:
+                raise ExpressionError("unbalanced parentheses")
+            operators.pop()
+            open_groups -= 1
+        else:
+            raise ExpressionError(f"unexpected {token!r}")
+    if expect_operand:
+        raise ExpressionError("expression ends too early")
+    while operators:
+        if operators[-1] == "(":
+            raise ExpressionError("unbalanced parentheses")
+        apply(operators.pop(), values)
+    return values[0]
+
+
+_BINARY = {"+": 1, "-": 1, "*": 2, "/": 2}
+_PRECEDENCE = {**_BINARY, "neg": 3, "(": 0}
+
+
+def apply(operator: str, values: list[Value]) -> int:
+    """Apply an operator to the top of the value stack; returns 1 for unary minus (which counts
+    toward nesting) and 0 for binary operators."""
+    if operator == "neg":
+        values[-1] = -values[-1]
+        return 1
+    right = values.pop()
+    left = values[-1]
+    if operator == "+":
+        values[-1] = left + right
+    elif operator == "-":
+        values[-1] = left - right
+    elif operator == "*":
+        values[-1] = left * right
+    else:
+        values[-1] = divide(left, right)
+    return 0
+
+
+def take_literal(token: str, budget: dict[int, int]) -> int:
+    """The value of a digit token, spent from `budget`; huge or unavailable numbers are errors."""
+    if len(token) > MAX_LITERAL_DIGITS:
+        raise ExpressionError("literal too large")
+    number = int(token)
+    left = budget.get(number, 0)
+    if left <= 0:
+        raise ExpressionError(f"{number} is not available")
+    budget[number] = left - 1
+    return number
 
 
 def evaluate(text: str, budget: dict[int, int]) -> Value:
@@ -62,83 +134,3 @@ def divide(numerator: Value, denominator: Value) -> Value:
         quotient, remainder = divmod(numerator, denominator)
         return quotient if remainder == 0 else Fraction(numerator, denominator)
     return Fraction(numerator) / denominator
-
-
-class _Parser:
-    """expression := term (("+" | "-") term)* ; term := factor (("*" | "/") factor)* ;
-    factor := literal | "(" expression ")" | "-" factor."""
-
-    __slots__ = ("tokens", "pos", "budget", "depth")
-
-    def __init__(self, tokens: list[str], budget: dict[int, int]) -> None:
-        self.tokens = tokens
-        self.pos = 0
-        self.budget = budget
-        self.depth = 0
-
-    def expression(self) -> Value:
-        value = self.term()
-        tokens = self.tokens
-        while self.pos < len(tokens):
-            operator = tokens[self.pos]
-            if operator == "+":
-                self.pos += 1
-                value = value + self.term()
-            elif operator == "-":
-                self.pos += 1
-                value = value - self.term()
-            else:
-                break
-        return value
-
-    def term(self) -> Value:
-        value = self.factor()
-        tokens = self.tokens
-        while self.pos < len(tokens):
-            operator = tokens[self.pos]
-            if operator == "*":
-                self.pos += 1
-                value = value * self.factor()
-            elif operator == "/":
-                self.pos += 1
-                value = divide(value, self.factor())
-            else:
-                break
-        return value
-
-    def factor(self) -> Value:
-        if self.pos >= len(self.tokens):
-            raise ExpressionError("expression ends too early")
-        token = self.tokens[self.pos]
-        self.pos += 1
-        if "0" <= token[0] <= "9":
-            return self.literal(token)
-        if token == "(":
-            self.enter()
-            value = self.expression()
-            if self.pos >= len(self.tokens) or self.tokens[self.pos] != ")":
-                raise ExpressionError("unbalanced parentheses")
-            self.pos += 1
-            self.depth -= 1
-            return value
-        if token == "-":
-            self.enter()
-            value = -self.factor()
-            self.depth -= 1
-            return value
-        raise ExpressionError(f"unexpected {token!r}")
-
-    def enter(self) -> None:
-        self.depth += 1
-        if self.depth > MAX_NESTING:
-            raise ExpressionError("nested too deeply")
-
-    def literal(self, token: str) -> int:
-        if len(token) > MAX_LITERAL_DIGITS:
-            raise ExpressionError("literal too large")
-        number = int(token)
-        left = self.budget.get(number, 0)
-        if left <= 0:
-            raise ExpressionError(f"{number} is not available")
-        self.budget[number] = left - 1
-        return number

@@ -43,6 +43,9 @@ def split_steps(answer: str) -> list[str]:
 
 def stated_result(text: str) -> Value:
     """The right-hand side of a step: an integer or a simple fraction `p/q`."""
+    plain = text.strip()
+    if plain.isascii() and plain.isdigit() and len(plain) <= MAX_LITERAL_DIGITS:
+        return int(plain)
     match = _RESULT.fullmatch(text)
     if match is None:
         raise ExpressionError(f"bad step result {text.strip()[:20]!r}")

@@ -54,7 +54,7 @@ def gold_answer(solution: str) -> str:
     return match.group(1).replace(",", "").strip()
 
 
-def final_number(answer: str) -> Fraction | None:
+def final_number(answer: str) -> int | Fraction | None:
     """The last number in an answer ("$1,234.50", "18 eggs", "x = -3", "3/4"), or None if none.
 
     Currency signs, thousands separators, percent signs and units around the number are ignored;
@@ -67,9 +67,18 @@ def final_number(answer: str) -> Fraction | None:
     number = numbers[-1].replace(",", "")
     if len(number) > _MAX_NUMBER_CHARS:
         return None
+    return exact_number(number)
+
+
+def exact_number(text: str) -> int | Fraction | None:
+    """An exact value of "12", "-3", "2.50" or "3/4" (an int when possible); None if malformed."""
     try:
-        return Fraction(number)
-    except ZeroDivisionError:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
         return None
 
 
@@ -109,9 +118,4 @@ class GSM8KTask:
     def check(self, problem: Problem, answer: str) -> bool:
         """Whether the final number of the answer equals the gold number."""
         value = final_number(answer)
-        if value is None:
-            return False
-        try:
-            return value == Fraction(problem.answer.replace(",", ""))
-        except ValueError:
-            return False
+        return value is not None and value == exact_number(problem.answer.replace(",", ""))
