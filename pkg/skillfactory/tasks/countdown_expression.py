@@ -1,4 +1,4 @@
-"""A safe, exact evaluator for countdown answers: integer literals, + - * / (also × ÷ −), parentheses.
+"""A safe, exact evaluator for countdown answers: integers, + - * / (or × ÷ −), unary minus, ( ).
 
 Model text is never handed to `eval`. A small tokenizer and an operator-precedence evaluator compute the
 expression with Python ints, switching to `Fraction` only when a division is inexact. Every literal
