@@ -1,0 +1,90 @@
+"""The engine interface: batched sampling with per-token logprobs and in-place weight reload.
+
+Every engine (transformers on CPU/GPU, vLLM) implements `Engine`; pipelines, samplers and the
+rollout service only ever see this interface, as vLLM's API server only sees an engine client.
+
+Logprobs are those of the sampled tokens under the model's own distribution (log-softmax of the
+raw logits, before temperature, top-k/top-p and penalties), as vLLM reports them by default. That
+is what a teacher-forced forward pass of the same tokens gives, and what the learner needs as the
+behaviour policy's logprobs when sampling at temperature 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+ChatMessage = Mapping[str, str]
+Prompt = str | Sequence[ChatMessage]
+"""A raw text prompt, or chat messages to which the engine applies the tokenizer's template."""
+
+FinishReason = Literal["stop", "length", "abort"]
+Weights = Mapping[str, "torch.Tensor"] | str | Path
+"""A state dict, or a directory of safetensors files (a saved HF model or a weight-store entry)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample: `n` completions per prompt. Defaults are plain sampling at temperature 1."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.max_tokens < 1:
+            raise ValueError("n and max_tokens must be at least 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError("temperature ≥ 0, 0 < top_p ≤ 1 and top_k ≥ 0 are required")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be positive")
+
+
+@dataclass
+class Completion:
+    """One sampled completion. `token_ids` excludes the prompt and any text after a stop string."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: FinishReason
+    policy_version: int
+    prompt_token_ids: list[int] = field(default_factory=list)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every generation engine offers."""
+
+    @property
+    def policy_version(self) -> int:
+        """Version of the weights in use: 0 for the loaded model, then what `load_weights` set."""
+        ...
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        """`params.n` completions for each prompt, in prompt order."""
+        ...
+
+    def load_weights(self, weights: Weights, version: int) -> None:
+        """Replace the weights in place (between requests) and report `version` from now on."""
+        ...
+
+    def close(self) -> None:
+        """Release the model and any worker processes."""
+        ...
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` before the first stop string; returns the text and whether one was found."""
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

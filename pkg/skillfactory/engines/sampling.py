@@ -1,0 +1,58 @@
+"""One decode step's token choice: penalties, temperature, top-k/top-p, then a draw.
+
+Works on a batch of rows at once and returns, with each chosen token, its logprob under the raw
+model distribution (see `skillfactory.engines.base`).
+"""
+
+from __future__ import annotations
+
+import torch
+from skillfactory.engines.base import SamplingParams
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> None:
+    """In place, Hugging Face semantics: logits of seen tokens are divided by `penalty` when
+    positive and multiplied by it when negative. `seen` is a bool mask of shape `logits.shape`."""
+    if penalty == 1.0:
+        return
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    logits.copy_(torch.where(seen, penalized, logits))
+
+
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Logits with everything outside the top-k and the top-p nucleus set to -inf."""
+    vocab = logits.shape[-1]
+    k = min(top_k, vocab) if top_k > 0 else vocab
+    if k == vocab and top_p >= 1.0:
+        return logits
+    values, indices = torch.topk(logits, k, dim=-1)  # sorted, descending
+    if top_p < 1.0:
+        probs = torch.softmax(values, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs
+        values = values.masked_fill(mass_before >= top_p, float("-inf"))
+    filtered = torch.full_like(logits, float("-inf"))
+    return filtered.scatter_(-1, indices, values)
+
+
+def choose_tokens(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    seen: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row; returns (tokens, raw logprobs of those tokens), both shape [rows].
+
+    `logits` are the last position's raw logits, shape [rows, vocab]; they are not modified.
+    """
+    logits = logits.float()
+    raw_logprobs = torch.log_softmax(logits, dim=-1)
+    scores = logits.clone()
+    if seen is not None:
+        apply_repetition_penalty(scores, seen, params.repetition_penalty)
+    if params.temperature == 0.0:
+        tokens = scores.argmax(dim=-1)
+    else:
+        scores = filter_top_k_top_p(scores / params.temperature, params.top_k, params.top_p)
+        probs = torch.softmax(scores, dim=-1)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, raw_logprobs.gather(-1, tokens[:, None]).squeeze(-1)

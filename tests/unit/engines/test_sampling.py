@@ -1,0 +1,72 @@
+"""Token choice: penalties and filters on hand-made logits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from skillfactory.engines.base import SamplingParams, truncate_at_stop
+from skillfactory.engines.sampling import (
+    apply_repetition_penalty,
+    choose_tokens,
+    filter_top_k_top_p,
+)
+
+
+def test_repetition_penalty_follows_hf_semantics() -> None:
+    logits = torch.tensor([[2.0, -2.0, 1.0]])
+    seen = torch.tensor([[True, True, False]])
+    apply_repetition_penalty(logits, seen, 2.0)
+    assert logits.tolist() == [[1.0, -4.0, 1.0]]
+
+
+def test_top_k_keeps_the_k_largest() -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+    kept = filter_top_k_top_p(logits, top_k=2, top_p=1.0)
+    assert torch.isfinite(kept).tolist() == [[False, True, False, True]]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    kept = filter_top_k_top_p(probs.log(), top_k=0, top_p=0.75)
+    assert torch.isfinite(kept).tolist() == [[True, True, False, False]]
+    kept = filter_top_k_top_p(probs.log(), top_k=0, top_p=0.5)
+    assert torch.isfinite(kept).tolist() == [[True, False, False, False]]
+
+
+def test_greedy_and_raw_logprobs() -> None:
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.0, 0.0, 5.0]])
+    params = SamplingParams(temperature=0.0, repetition_penalty=2.0)
+    seen = torch.tensor([[False, True, False], [False, False, False]])
+    tokens, logprobs = choose_tokens(logits, params, seen, None)
+    assert tokens.tolist() == [2, 2]  # the seen 3.0 becomes 1.5, below the unseen 2.0
+    expected = torch.log_softmax(logits, -1)[[0, 1], [2, 2]]
+    assert torch.allclose(logprobs, expected)
+
+
+def test_sampling_respects_top_k_over_many_draws() -> None:
+    logits = torch.tensor([[0.0, 0.1, 0.2, 5.0, 4.0]]).repeat(500, 1)
+    generator = torch.Generator().manual_seed(0)
+    tokens, _ = choose_tokens(logits, SamplingParams(top_k=2), None, generator)
+    assert set(tokens.tolist()) <= {3, 4} and len(set(tokens.tolist())) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "stop", "expected"),
+    [
+        ("abc</answer>tail", ("</answer>",), ("abc", True)),
+        ("abc", ("x",), ("abc", False)),
+        ("a1b2", ("2", "1"), ("a", True)),
+        ("abc", (), ("abc", False)),
+    ],
+)
+def test_truncate_at_stop(text: str, stop: tuple[str, ...], expected: tuple[str, bool]) -> None:
+    assert truncate_at_stop(text, stop) == expected
+
+
+def test_bad_sampling_params_are_refused() -> None:
+    for bad in ({"n": 0}, {"top_p": 0.0}, {"temperature": -1.0}, {"repetition_penalty": 0.0}):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad)  # type: ignore[arg-type]
+    assert math.isclose(SamplingParams().top_p, 1.0)
