@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Hugging Face folder with a ~0.1M-parameter Llama and a 512-token BPE tokenizer."""
     import torch
+
     from skillfactory.models.tiny import build_tiny_model
 
     torch.set_num_threads(1)

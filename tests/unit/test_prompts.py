@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from skillfactory.prompts import (
     DEFAULT_SOLVE_VARIANT,
     RATIONALIZATION_VARIANTS,

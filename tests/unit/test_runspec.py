@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import BaseModel
+
 from skillfactory.runspec import (
     InvalidRunSpec,
     RunSpec,

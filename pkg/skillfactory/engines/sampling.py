@@ -7,6 +7,7 @@ model distribution (see `skillfactory.engines.base`).
 from __future__ import annotations
 
 import torch
+
 from skillfactory.engines.base import SamplingParams
 
 

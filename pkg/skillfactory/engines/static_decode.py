@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
 from skillfactory.engines.base import SamplingParams
 from skillfactory.engines.sampling import choose_tokens
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from skillfactory.engines.base import (
     Completion,
     FinishReason,

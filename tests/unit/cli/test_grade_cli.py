@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from typer.testing import CliRunner
+
 from skillfactory.cli import app
 from skillfactory.tasks import get_task
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

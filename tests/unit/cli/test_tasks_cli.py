@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from skillfactory.cli import app
 from skillfactory.tasks import TASK_NAMES, Problem, get_task
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

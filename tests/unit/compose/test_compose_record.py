@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from skillfactory.compose import RecordError, parse_samples_line, parse_samples_record
 from skillfactory.tasks.base import Problem
 

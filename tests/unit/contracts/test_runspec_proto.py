@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from skillfactory.contracts.runspec_proto import (
     run_spec_from_proto,
     run_spec_to_proto,

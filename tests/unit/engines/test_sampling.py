@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from skillfactory.engines.base import SamplingParams, truncate_at_stop
 from skillfactory.engines.sampling import (
     apply_repetition_penalty,

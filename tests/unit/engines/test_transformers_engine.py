@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from skillfactory.engines.base import Completion, Engine, SamplingParams
 from skillfactory.engines.static_decode import StaticDecoder
 from skillfactory.engines.transformers_engine import TransformersEngine

@@ -8,6 +8,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from skillfactory.tasks import CountdownTask, Problem, get_task, grade
 from skillfactory.tasks.countdown_expression import ExpressionError, evaluate
 

@@ -6,6 +6,7 @@ import threading
 from fractions import Fraction
 
 import pytest
+
 from skillfactory.tasks import (
     CommonsenseQATask,
     GSM8KTask,

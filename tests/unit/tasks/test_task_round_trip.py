@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from skillfactory.tasks import TASK_NAMES, Problem, UnknownTaskError, get_task, grade
 
 GENERATED = [name for name in TASK_NAMES if name not in ("gsm8k", "csqa", "math500")]

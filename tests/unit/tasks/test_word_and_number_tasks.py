@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from skillfactory.tasks import AcronymTask, LetterCountdownTask, MultiplicationTask, Problem
 from skillfactory.tasks.acronym import initials, is_subsequence
 from skillfactory.tasks.multiplication import parse_integer
