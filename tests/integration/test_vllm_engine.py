@@ -155,3 +155,12 @@ def test_weight_reload_changes_outputs_and_restoring_restores_them(
     assert [s[0].token_ids for s in restored] == [s[0].token_ids for s in before]
     for new, old in zip(restored, before, strict=True):
         assert new[0].logprobs == pytest.approx(old[0].logprobs, abs=1e-4)
+
+
+def test_cpu_bind_list_is_compact() -> None:
+    """The CPU ids this process may use become vLLM's range syntax (`0-1`, `0-2,5`)."""
+    from skillfactory.engines.vllm_engine import cpu_bind_list
+
+    assert cpu_bind_list({0, 1}) == "0-1"
+    assert cpu_bind_list({5, 0, 1, 2}) == "0-2,5"
+    assert cpu_bind_list({3}) == "3"

@@ -176,21 +176,43 @@ class VllmEngine:
         ]
 
     def load_weights(self, weights: Weights, version: int) -> None:
-        """Replace the weights in place (between requests) and report `version` from now on."""
-        if isinstance(weights, Mapping):
-            if self.in_process:
-                items = [(name, tensor.detach()) for name, tensor in weights.items()]
-                self._reload(weights_iterator=items)
-            else:
-                with tempfile.TemporaryDirectory(prefix="skillfactory-weights-") as folder:
-                    save_state_dict(weights, Path(folder))
-                    self._reload(weights_path=folder)
-        else:
+        """Replace the weights in place (between requests) and report `version` from now on.
+
+        A folder saved with tied embeddings has no `lm_head.weight`; vLLM's in-place reload then
+        keeps the old head (it does not re-tie), so such folders are read here and the head added.
+        """
+        if not isinstance(weights, Mapping):
             folder = Path(weights)
             if not folder.is_dir():
                 raise FileNotFoundError(f"weights folder {folder} does not exist")
-            self._reload(weights_path=str(folder))
+            if not self.in_process and not self._head_missing(folder):
+                self._reload(weights_path=str(folder))
+                self._version = version
+                return
+            weights = read_weights_folder(folder, tied=self._tied_embeddings)
+        if self.in_process:
+            self._reload(weights_iterator=[(name, t.detach()) for name, t in weights.items()])
+        else:
+            with tempfile.TemporaryDirectory(prefix="skillfactory-weights-") as tmp:
+                save_state_dict(weights, Path(tmp))
+                self._reload(weights_path=tmp)
         self._version = version
+
+    @property
+    def _tied_embeddings(self) -> bool:
+        config = self._llm.llm_engine.model_config.hf_config
+        return bool(getattr(config, "tie_word_embeddings", False))
+
+    def _head_missing(self, folder: Path) -> bool:
+        if not self._tied_embeddings:
+            return False
+        from safetensors import safe_open
+
+        for file in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as handle:
+                if "lm_head.weight" in handle.keys():  # noqa: SIM118 (not a dict)
+                    return False
+        return True
 
     def _reload(self, **kwargs: Any) -> None:
         self._llm.collective_rpc("reload_weights", kwargs=kwargs)
@@ -211,6 +233,22 @@ def sampled_logprobs(token_ids: Sequence[int], logprobs: Any) -> list[float]:
     if logprobs is None:
         raise RuntimeError("vLLM returned no logprobs although logprobs=0 was requested")
     return [float(logprobs[i][token].logprob) for i, token in enumerate(token_ids)]
+
+
+def read_weights_folder(folder: Path, *, tied: bool) -> dict[str, Any]:
+    """All tensors of a folder's safetensors files; with `tied`, `lm_head.weight` is added from
+    the input embedding when the file omits it (as `save_pretrained` does for tied models)."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no safetensors files in {folder}")
+    weights: dict[str, Any] = {}
+    for file in files:
+        weights.update(load_file(str(file)))
+    if tied and "lm_head.weight" not in weights and "model.embed_tokens.weight" in weights:
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    return weights
 
 
 def save_state_dict(weights: Mapping[str, Any], folder: Path) -> None:

@@ -183,8 +183,16 @@ def in_hub_cache(hub_id: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return False
-    found = try_to_load_from_cache(hub_id, "config.json")
+    found = try_to_load_from_cache(hub_id, "config.json", cache_dir=hub_cache_dir())
     return isinstance(found, str)
+
+
+def hub_cache_dir() -> str | None:
+    """`HF_HUB_CACHE`, or `$HF_HOME/hub`, read now; None leaves huggingface_hub's default."""
+    if cache := os.environ.get("HF_HUB_CACHE"):
+        return cache
+    home = os.environ.get("HF_HOME")
+    return str(Path(home) / "hub") if home else None
 
 
 def _resolve_hub_id(hub_id: str) -> str:
