@@ -135,6 +135,7 @@ def test_weight_reload_changes_outputs_and_restoring_restores_them(
 ) -> None:
     """A state dict loaded in place changes greedy outputs and the reported policy version, and
     logprobs follow the new weights; reloading the original folder restores the outputs."""
+    assert engine.in_process, "the default mode hands tensors over in process"
     greedy = SamplingParams(n=1, temperature=0.0, max_tokens=16)
     before = engine.generate(PROMPTS, greedy)
 

@@ -79,7 +79,7 @@ class VllmEngine:
         *,
         seed: int = 0,
         dtype: str | None = None,
-        max_model_len: int | None = 4096,
+        max_model_len: int | None = None,
         kv_cache_gib: int = 1,
         gpu_memory_utilization: float = 0.85,
         in_process: bool | None = None,
@@ -90,7 +90,8 @@ class VllmEngine:
 
         `dtype` None means float32 on CPU (what was measured; bf16 needs AVX-512 BF16) and vLLM's
         "auto" on GPUs. `kv_cache_gib` sizes the CPU KV cache; `gpu_memory_utilization` the GPU
-        one. Other keyword arguments go to `vllm.LLM` unchanged.
+        one; `max_model_len` None takes the model's own maximum. Other keyword arguments go to
+        `vllm.LLM` unchanged.
         """
         from skillfactory.models.registry import resolve_model
 
@@ -127,7 +128,9 @@ class VllmEngine:
     @property
     def in_process(self) -> bool:
         """Whether vLLM's engine core (and the model) runs in this process."""
-        return type(self._llm.llm_engine.engine_core).__name__ == "InprocClient"
+        from vllm.v1.engine.core_client import InprocClient
+
+        return isinstance(self._llm.llm_engine.engine_core, InprocClient)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         """`params.n` completions for each prompt, in prompt order."""
