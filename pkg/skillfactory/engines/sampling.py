@@ -20,19 +20,26 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     logits.copy_(torch.where(seen, penalized, logits))
 
 
-def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Logits with everything outside the top-k and the top-p nucleus set to -inf."""
-    vocab = logits.shape[-1]
+def draw(
+    scores: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One token per row from softmax(scores) restricted to the top-k and the top-p nucleus.
+
+    The draw happens among the k candidates only (not over the whole vocabulary), which is what
+    makes a step cheap with a 50k-token vocabulary.
+    """
+    vocab = scores.shape[-1]
     k = min(top_k, vocab) if top_k > 0 else vocab
     if k == vocab and top_p >= 1.0:
-        return logits
-    values, indices = torch.topk(logits, k, dim=-1)  # sorted, descending
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    values, indices = torch.topk(scores, k, dim=-1)
+    probs = torch.softmax(values, dim=-1)
     if top_p < 1.0:
-        probs = torch.softmax(values, dim=-1)
         mass_before = torch.cumsum(probs, dim=-1) - probs
-        values = values.masked_fill(mass_before >= top_p, float("-inf"))
-    filtered = torch.full_like(logits, float("-inf"))
-    return filtered.scatter_(-1, indices, values)
+        probs = probs.masked_fill(mass_before >= top_p, 0.0)
+    choice = torch.multinomial(probs, 1, generator=generator)
+    return indices.gather(-1, choice).squeeze(-1)
 
 
 def choose_tokens(
@@ -53,7 +60,5 @@ def choose_tokens(
     if params.temperature == 0.0:
         tokens = scores.argmax(dim=-1)
     else:
-        scores = filter_top_k_top_p(scores / params.temperature, params.top_k, params.top_p)
-        probs = torch.softmax(scores, dim=-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tokens = draw(scores / params.temperature, params.top_k, params.top_p, generator)
     return tokens, raw_logprobs.gather(-1, tokens[:, None]).squeeze(-1)

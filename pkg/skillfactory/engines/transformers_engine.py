@@ -25,6 +25,7 @@ from skillfactory.engines.base import (
     Prompt,
     SamplingParams,
     Weights,
+    render_chat,
     truncate_at_stop,
 )
 from skillfactory.engines.sampling import choose_tokens
@@ -134,9 +135,7 @@ class TransformersEngine:
         """Token ids of a prompt; chat messages go through the tokenizer's chat template."""
         if isinstance(prompt, str):
             return list(self.tokenizer(prompt).input_ids)
-        text = self.tokenizer.apply_chat_template(
-            [dict(m) for m in prompt], add_generation_prompt=True, tokenize=False
-        )
+        text = render_chat(self.tokenizer, prompt)
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     @torch.inference_mode()

@@ -35,6 +35,7 @@ from skillfactory.engines.base import (
     Prompt,
     SamplingParams,
     Weights,
+    render_chat,
 )
 
 _FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
@@ -144,9 +145,7 @@ class VllmEngine:
         """Prompt token ids: text as the tokenizer encodes it, chat messages through its template."""
         if isinstance(prompt, str):
             return list(self._tokenizer.encode(prompt))
-        text = self._tokenizer.apply_chat_template(
-            [dict(m) for m in prompt], tokenize=False, add_generation_prompt=True
-        )
+        text = render_chat(self._tokenizer, prompt)
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
     def _sampling_params(self, params: SamplingParams) -> Any:

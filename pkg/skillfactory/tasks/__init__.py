@@ -23,7 +23,7 @@ def _factories() -> dict[str, Callable[[], Task]]:
     factories: dict[str, Callable[[], Task]] = {}
     for size in (3, 4, 5, 6):
         factories[f"countdown-{size}"] = partial(CountdownTask, size)
-    for digits in (2, 3, 4, 5):
+    for digits in (1, 2, 3, 4, 5):
         factories[f"multiplication-{digits}"] = partial(MultiplicationTask, digits)
     for length in (4, 5):
         factories[f"letter-countdown-{length}"] = partial(LetterCountdownTask, length)

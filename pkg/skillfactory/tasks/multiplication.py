@@ -1,4 +1,4 @@
-"""multiplication-D: the exact product of two D-digit numbers.
+"""multiplication-D: the exact product of two D-digit numbers (D = 1 is a warm-up for tiny models).
 
 The answer must be the integer alone; commas and spaces between digit groups ("1,234", "1 234")
 are tolerated, anything else (units, words, decimals, an equation) is wrong.
@@ -11,7 +11,7 @@ import re
 
 from skillfactory.tasks.base import Problem, ProblemFieldError
 
-DIGITS = (2, 3, 4, 5)
+DIGITS = (1, 2, 3, 4, 5)
 _INTEGER = re.compile(r"-?[0-9]{1,40}")
 _SEPARATORS = str.maketrans("", "", ", \u00a0\u202f")
 
@@ -20,7 +20,7 @@ def question_text(left: int, right: int) -> str:
     """The prompt of a multiplication problem."""
     return (
         f"What is {left} * {right}? Work it out, then give the exact product as a whole number "
-        "inside <answer> </answer> tags, for example <answer>1234</answer>."
+        "inside <answer> </answer> tags: the digits alone, nothing else."
     )
 
 

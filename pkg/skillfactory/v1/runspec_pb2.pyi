@@ -69,7 +69,7 @@ class RedisQueueSpec(_message.Message):
     def __init__(self, url: _Optional[str] = ..., password_env: _Optional[str] = ..., stream_prefix: _Optional[str] = ..., max_len: _Optional[int] = ..., claim_idle_ms: _Optional[int] = ...) -> None: ...
 
 class DataSpec(_message.Message):
-    __slots__ = ("task", "num_problems", "prompt_variants", "samples_per_variant", "reflections_per_sample", "sampling", "reflection_sampling", "max_samples_per_trace", "composition", "rationalization", "seed")
+    __slots__ = ("task", "num_problems", "prompt_variants", "samples_per_variant", "reflections_per_sample", "sampling", "reflection_sampling", "max_samples_per_trace", "composition", "rationalization", "seed", "complete_missing_tags")
     TASK_FIELD_NUMBER: _ClassVar[int]
     NUM_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_VARIANTS_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class DataSpec(_message.Message):
     COMPOSITION_FIELD_NUMBER: _ClassVar[int]
     RATIONALIZATION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_MISSING_TAGS_FIELD_NUMBER: _ClassVar[int]
     task: str
     num_problems: int
     prompt_variants: _containers.RepeatedScalarFieldContainer[str]
@@ -92,7 +93,8 @@ class DataSpec(_message.Message):
     composition: str
     rationalization: bool
     seed: int
-    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., prompt_variants: _Optional[_Iterable[str]] = ..., samples_per_variant: _Optional[int] = ..., reflections_per_sample: _Optional[int] = ..., sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., reflection_sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., max_samples_per_trace: _Optional[int] = ..., composition: _Optional[str] = ..., rationalization: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+    complete_missing_tags: bool
+    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., prompt_variants: _Optional[_Iterable[str]] = ..., samples_per_variant: _Optional[int] = ..., reflections_per_sample: _Optional[int] = ..., sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., reflection_sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., max_samples_per_trace: _Optional[int] = ..., composition: _Optional[str] = ..., rationalization: _Optional[bool] = ..., seed: _Optional[int] = ..., complete_missing_tags: _Optional[bool] = ...) -> None: ...
 
 class SFTSpec(_message.Message):
     __slots__ = ("dataset", "learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_length", "per_device_batch_size", "gradient_accumulation_steps", "save_steps")

@@ -11,7 +11,7 @@ from skillfactory.engines.base import SamplingParams, truncate_at_stop
 from skillfactory.engines.sampling import (
     apply_repetition_penalty,
     choose_tokens,
-    filter_top_k_top_p,
+    draw,
 )
 
 
@@ -22,18 +22,20 @@ def test_repetition_penalty_follows_hf_semantics() -> None:
     assert logits.tolist() == [[1.0, -4.0, 1.0]]
 
 
+def _drawn(probs: list[float], top_k: int, top_p: float) -> set[int]:
+    scores = torch.tensor([probs]).log().repeat(2000, 1)
+    generator = torch.Generator().manual_seed(0)
+    return set(draw(scores, top_k, top_p, generator).tolist())
+
+
 def test_top_k_keeps_the_k_largest() -> None:
-    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
-    kept = filter_top_k_top_p(logits, top_k=2, top_p=1.0)
-    assert torch.isfinite(kept).tolist() == [[False, True, False, True]]
+    assert _drawn([0.1, 0.4, 0.2, 0.3], top_k=2, top_p=1.0) == {1, 3}
 
 
 def test_top_p_keeps_the_smallest_set_reaching_the_mass() -> None:
-    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    kept = filter_top_k_top_p(probs.log(), top_k=0, top_p=0.75)
-    assert torch.isfinite(kept).tolist() == [[True, True, False, False]]
-    kept = filter_top_k_top_p(probs.log(), top_k=0, top_p=0.5)
-    assert torch.isfinite(kept).tolist() == [[True, False, False, False]]
+    assert _drawn([0.5, 0.3, 0.15, 0.05], top_k=0, top_p=0.75) == {0, 1}
+    assert _drawn([0.5, 0.3, 0.15, 0.05], top_k=0, top_p=0.5) == {0}
+    assert _drawn([0.5, 0.3, 0.15, 0.05], top_k=0, top_p=1.0) == {0, 1, 2, 3}
 
 
 def test_greedy_and_raw_logprobs() -> None:

@@ -11,7 +11,7 @@ from skillfactory.tasks import TASK_NAMES, Problem, UnknownTaskError, get_task, 
 GENERATED = [name for name in TASK_NAMES if name not in ("gsm8k", "csqa", "math500")]
 EXPECTED_NAMES = {
     *(f"countdown-{n}" for n in (3, 4, 5, 6)),
-    *(f"multiplication-{d}" for d in (2, 3, 4, 5)),
+    *(f"multiplication-{d}" for d in (1, 2, 3, 4, 5)),
     "letter-countdown-4",
     "letter-countdown-5",
     "acronym-4",
