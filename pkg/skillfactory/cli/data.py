@@ -69,13 +69,21 @@ def data(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", help="Override the spec's output_dir.")
     ] = None,
+    show: Annotated[int, typer.Option("--show", help="Print this many traces at the end.")] = 0,
 ) -> None:
     """Stage 1: sample, grade, reflect, filter by verdict and compose silver traces."""
     run_spec = _load(spec, output_dir)
     summary = run_data_stage(run_spec)
-    from skillfactory.stages.data import data_dir
+    from skillfactory.stages.data import SFT_FILE, data_dir, read_records
 
     typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+    for number, record in enumerate(read_records(data_dir(run_spec) / SFT_FILE), start=1):
+        if number > show:
+            break
+        question, trace = (m["content"] for m in record["messages"])
+        typer.echo(
+            f"\n--- trace {number} ({record['id']}) ---\n[user]\n{question}\n[assistant]\n{trace}"
+        )
     typer.echo(f"dataset written to {data_dir(run_spec)}", err=True)
 
 
