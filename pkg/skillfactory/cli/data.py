@@ -34,7 +34,7 @@ def run_data_stage(spec: RunSpec) -> dict[str, Any]:
         TimeRemainingColumn,
     )
 
-    from skillfactory.engines import setup_engine
+    from skillfactory.engines.setup import setup_engine
     from skillfactory.stages.data import Stage1
 
     engine = setup_engine(spec.engine, spec.model, spec.seed)

@@ -1,4 +1,8 @@
-"""Generation engines behind one interface (`Engine`): transformers everywhere, vLLM where present."""
+"""Generation engines behind one interface (`Engine`): transformers everywhere, vLLM where present.
+
+Building an engine from a run spec is `skillfactory.engines.setup.setup_engine`; this package
+itself imports neither pydantic nor torch.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from skillfactory.engines.base import (
     SamplingParams,
     Weights,
 )
-from skillfactory.runspec import SamplingSpec, TransformersEngineSpec, VllmEngineSpec
 
 __all__ = [
     "Completion",
@@ -19,51 +22,4 @@ __all__ = [
     "Prompt",
     "SamplingParams",
     "Weights",
-    "sampling_params",
-    "setup_engine",
 ]
-
-
-def setup_engine(
-    spec: TransformersEngineSpec | VllmEngineSpec, model: str, seed: int = 0
-) -> Engine:
-    """The engine a run spec asks for, on `model` (a path, hub id or registered short name)."""
-    from skillfactory.models.registry import resolve_model
-
-    path = resolve_model(model)
-    if isinstance(spec, VllmEngineSpec):
-        from skillfactory.engines.vllm_engine import VllmEngine
-
-        return VllmEngine(
-            path,
-            seed=seed,
-            dtype=None if spec.dtype == "auto" else spec.dtype,
-            max_model_len=spec.max_model_len,
-            kv_cache_gib=max(1, round(spec.kv_cache_gib)),
-            gpu_memory_utilization=spec.gpu_memory_utilization,
-            enforce_eager=spec.enforce_eager,
-        )
-    from skillfactory.engines.transformers_engine import TransformersEngine
-
-    return TransformersEngine(
-        path,
-        dtype=spec.dtype,
-        device=spec.device,
-        max_batch_size=spec.max_batch_size,
-        compile=spec.compile,
-        seed=seed,
-    )
-
-
-def sampling_params(spec: SamplingSpec, n: int, seed: int | None = None) -> SamplingParams:
-    """Engine sampling parameters from a run spec's sampling section."""
-    return SamplingParams(
-        n=n,
-        temperature=spec.temperature,
-        top_p=spec.top_p,
-        top_k=spec.top_k,
-        repetition_penalty=spec.repetition_penalty,
-        max_tokens=spec.max_tokens,
-        stop=tuple(spec.stop),
-        seed=seed,
-    )

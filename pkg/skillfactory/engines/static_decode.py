@@ -40,7 +40,15 @@ def padded_cache_length(tokens: int) -> int:
 class StaticDecoder:
     """Decodes rows of `transformers_engine.Row` in place over a static cache."""
 
-    def __init__(self, model: Any, max_batch_size: int, compile_step: bool = True) -> None:
+    def __init__(
+        self,
+        model: Any,
+        max_batch_size: int,
+        compile_step: bool = True,
+        backend: str = "inductor",
+    ) -> None:
+        """`backend` "inductor" fuses kernels and replays CUDA graphs (slow to compile);
+        "cudagraphs" only records and replays the step's kernels (compiles in seconds)."""
         self.model = model
         self.max_batch_size = max_batch_size
         self.caches: dict[tuple[int, int], Any] = {}
@@ -49,7 +57,10 @@ class StaticDecoder:
             import torch._dynamo
 
             torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
-            self.step = torch.compile(self._forward_step, mode="reduce-overhead", dynamic=False)
+            if backend == "inductor":
+                self.step = torch.compile(self._forward_step, mode="reduce-overhead", dynamic=False)
+            else:
+                self.step = torch.compile(self._forward_step, backend=backend, dynamic=False)
 
     def weights_changed(self) -> None:
         """Nothing to redo: weights are copied in place, so recorded graphs still see them."""

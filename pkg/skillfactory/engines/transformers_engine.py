@@ -94,6 +94,7 @@ class TransformersEngine:
         max_batch_size: int = 64,
         compile: bool = True,
         seed: int = 0,
+        compile_backend: str = "inductor",
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -111,7 +112,9 @@ class TransformersEngine:
         if compile and self.device.type == "cuda":
             from skillfactory.engines.static_decode import StaticDecoder
 
-            self._static_decoder = StaticDecoder(self.model, max_batch_size)
+            self._static_decoder = StaticDecoder(
+                self.model, max_batch_size, backend=compile_backend
+            )
 
     @property
     def policy_version(self) -> int:

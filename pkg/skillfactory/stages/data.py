@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from skillfactory.compose import ComposeOptions, compose, dump_record, parse_samples_record
-from skillfactory.engines import Completion, Engine, SamplingParams, sampling_params
+from skillfactory.engines import Completion, Engine, SamplingParams
 from skillfactory.engines.base import ChatMessage
+from skillfactory.engines.setup import sampling_params
 from skillfactory.parsing import last_block, parse_verdict
 from skillfactory.prompts import (
     ANSWER_OPENER,
