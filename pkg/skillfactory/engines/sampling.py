@@ -62,3 +62,52 @@ def choose_tokens(
     else:
         tokens = draw(scores / params.temperature, params.top_k, params.top_p, generator)
     return tokens, raw_logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def candidates(vocab: int, top_k: int, top_p: float) -> int:
+    """How many candidate tokens a draw looks at: top-k, or the whole vocabulary."""
+    if 0 < top_k < vocab:
+        return top_k
+    return vocab
+
+
+def choose_tokens_with_noise(
+    logits: torch.Tensor,
+    uniform: torch.Tensor,
+    seen: torch.Tensor | None,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    repetition_penalty: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`choose_tokens` without a generator: the randomness comes in as `uniform` noise of shape
+    [rows, candidates(...)], and the draw is a Gumbel-max over the filtered candidates.
+
+    Every shape is fixed by the arguments, so a compiled decode step can include the choice and be
+    replayed as one CUDA graph.
+    """
+    logits = logits.float()
+    raw_logprobs = torch.log_softmax(logits, dim=-1)
+    scores = logits
+    if seen is not None and repetition_penalty != 1.0:
+        penalized = torch.where(
+            scores > 0, scores / repetition_penalty, scores * repetition_penalty
+        )
+        scores = torch.where(seen, penalized, scores)
+    if temperature == 0.0:
+        tokens = scores.argmax(dim=-1)
+    else:
+        k = candidates(scores.shape[-1], top_k, top_p)
+        if k == scores.shape[-1] and top_p >= 1.0:
+            values, indices = scores, None
+        else:
+            values, indices = torch.topk(scores, k, dim=-1)
+        log_probs = torch.log_softmax(values / temperature, dim=-1)
+        if top_p < 1.0:
+            probs = log_probs.exp()
+            mass_before = torch.cumsum(probs, dim=-1) - probs
+            log_probs = log_probs.masked_fill(mass_before >= top_p, float("-inf"))
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
+        choice = (log_probs + gumbel).argmax(dim=-1, keepdim=True)
+        tokens = choice.squeeze(-1) if indices is None else indices.gather(-1, choice).squeeze(-1)
+    return tokens, raw_logprobs.gather(-1, tokens[:, None]).squeeze(-1)

@@ -18,10 +18,13 @@ from typing import Any
 import torch
 
 from skillfactory.engines.base import SamplingParams
-from skillfactory.engines.sampling import choose_tokens
+from skillfactory.engines.sampling import candidates, choose_tokens_with_noise
 
 CACHE_LENGTH_QUANTUM = 256
 """Cache lengths are rounded up to a multiple of this, so few distinct shapes get compiled."""
+
+SYNC_EVERY = 16
+"""Decode steps between two looks of the host at the sampled tokens."""
 
 
 def padded_batch_size(rows: int, limit: int) -> int:
@@ -52,7 +55,7 @@ class StaticDecoder:
         self.model = model
         self.max_batch_size = max_batch_size
         self.caches: dict[tuple[int, int], Any] = {}
-        self.step: Callable[..., torch.Tensor] = self._forward_step
+        self.step: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self._forward_step
         if compile_step:
             import torch._dynamo
 
@@ -66,8 +69,18 @@ class StaticDecoder:
         """Nothing to redo: weights are copied in place, so recorded graphs still see them."""
 
     def _forward_step(
-        self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor, cache: Any
-    ) -> torch.Tensor:
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        mask: torch.Tensor,
+        cache: Any,
+        uniform: torch.Tensor,
+        seen: torch.Tensor | None,
+        choice: tuple[float, int, float, float],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decode step: the model on the last tokens, then the choice of the next ones.
+        `choice` is (temperature, top_k, top_p, repetition_penalty), plain numbers so that a
+        compiled step specializes on them."""
         out = self.model(
             input_ids=input_ids,
             position_ids=position_ids,
@@ -75,17 +88,21 @@ class StaticDecoder:
             past_key_values=cache,
             use_cache=True,
         )
-        return out.logits[:, -1, :]
+        return choose_tokens_with_noise(out.logits[:, -1, :], uniform, seen, *choice)
 
-    def _cache(self, batch: int, length: int) -> Any:
+    def _buffers(self, batch: int, length: int, vocab: int, device: torch.device) -> Any:
         from transformers import StaticCache
 
         key = (batch, length)
         if key not in self.caches:
-            self.caches[key] = StaticCache(config=self.model.config, max_cache_len=length)
-        else:
-            self.caches[key].reset()
-        return self.caches[key]
+            cache = StaticCache(config=self.model.config, max_cache_len=length)
+            seen = torch.zeros((batch, vocab), dtype=torch.bool, device=device)
+            torch._dynamo.mark_static_address(seen)
+            self.caches[key] = (cache, seen)
+        cache, seen = self.caches[key]
+        cache.reset()
+        seen.zero_()
+        return cache, seen
 
     def decode(
         self,
@@ -95,8 +112,13 @@ class StaticDecoder:
         watcher: Any,
         pad_id: int,
     ) -> None:
-        """Sample until every row has finished (or reached `params.max_tokens`)."""
-        from skillfactory.engines.transformers_engine import left_pad, record_step, seen_tokens
+        """Sample until every row has finished (or reached `params.max_tokens`).
+
+        Tokens stay on the device; every `SYNC_EVERY` steps they are copied to the host at once
+        and each row is checked for its end (EOS, stop string, length), so the host never waits
+        for the device step by step.
+        """
+        from skillfactory.engines.transformers_engine import left_pad
 
         device = next(self.model.parameters()).device
         real = len(rows)
@@ -105,32 +127,74 @@ class StaticDecoder:
         ids, prompt_mask = left_pad(prompts, pad_id, device)
         width = ids.shape[1]
         length = padded_cache_length(width + params.max_tokens)
-        cache = self._cache(batch, length)
+        vocab = int(self.model.config.vocab_size)
+        cache, seen_buffer = self._buffers(batch, length, vocab, device)
+        penalize = params.repetition_penalty != 1.0
+        seen = seen_buffer if penalize else None
+        if seen is not None:
+            seen.scatter_(1, ids, prompt_mask.bool())
         mask = torch.zeros((batch, length), dtype=torch.long, device=device)
         mask[:, :width] = prompt_mask
-        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        position = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
             input_ids=ids,
-            position_ids=positions,
+            position_ids=position,
             attention_mask=mask[:, :width],
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        logits = out.logits[:, -1, :]
-        position = positions[:, -1:].clone()
-        seen = None
-        if params.repetition_penalty != 1.0:
-            seen = seen_tokens(rows + rows[:1] * (batch - real), logits.shape[-1], device)
+        position = position[:, -1:].clone()
+        noise_shape = (batch, candidates(vocab, params.top_k, params.top_p))
+        choice = (params.temperature, params.top_k, params.top_p, params.repetition_penalty)
+        uniform = self._noise(noise_shape, generator, device)
+        tokens, logprobs = choose_tokens_with_noise(out.logits[:, -1, :], uniform, seen, *choice)
+        block_tokens, block_logprobs = [tokens], [logprobs]
         going = list(range(real))
-        for step in range(params.max_tokens):
-            tokens, logprobs = choose_tokens(logits, params, seen, generator)
-            still = record_step([rows[i] for i in going], tokens[going], logprobs[going], watcher)
-            going = [going[i] for i in still]
-            if not going:
-                return
+        for step in range(1, params.max_tokens + 1):
+            if step % SYNC_EVERY == 0 or step == params.max_tokens:
+                going = record_block(rows, going, block_tokens, block_logprobs, watcher)
+                block_tokens, block_logprobs = [], []
+                if not going or step == params.max_tokens:
+                    return
             if seen is not None:
                 seen.scatter_(1, tokens[:, None], True)
-            mask[:, width + step] = 1
+            mask[:, width + step - 1] = 1
             position += 1
-            logits = self.step(tokens[:, None], position, mask, cache).clone()
+            uniform = self._noise(noise_shape, generator, device)
+            tokens, logprobs = self.step(
+                tokens[:, None], position, mask, cache, uniform, seen, choice
+            )
+            tokens, logprobs = tokens.clone(), logprobs.clone()
+            block_tokens.append(tokens)
+            block_logprobs.append(logprobs)
+
+    @staticmethod
+    def _noise(
+        shape: tuple[int, int], generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        return torch.rand(shape, generator=generator, device=device)
+
+
+def record_block(
+    rows: list[Any],
+    going: list[int],
+    block_tokens: list[torch.Tensor],
+    block_logprobs: list[torch.Tensor],
+    watcher: Any,
+) -> list[int]:
+    """Hand a block of steps' tokens to the rows still going; returns those still going after."""
+    tokens = torch.stack(block_tokens, dim=1).tolist()
+    logprobs = torch.stack(block_logprobs, dim=1).tolist()
+    still = []
+    for i in going:
+        row = rows[i]
+        for token, logprob in zip(tokens[i], logprobs[i], strict=True):
+            row.tokens.append(token)
+            row.logprobs.append(logprob)
+            row.finish = watcher.finish_reason(row)
+            if row.finish is not None:
+                break
+        if row.finish is None:
+            still.append(i)
+    return still

@@ -11,6 +11,7 @@ from skillfactory.engines.base import SamplingParams, truncate_at_stop
 from skillfactory.engines.sampling import (
     apply_repetition_penalty,
     choose_tokens,
+    choose_tokens_with_noise,
     draw,
 )
 
@@ -73,3 +74,24 @@ def test_bad_sampling_params_are_refused() -> None:
         with pytest.raises(ValueError):
             SamplingParams(**bad)  # type: ignore[arg-type]
     assert math.isclose(SamplingParams().top_p, 1.0)
+
+
+def test_gumbel_draw_matches_the_filtered_distribution() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log().repeat(20000, 1)
+    uniform = torch.rand((20000, 3), generator=torch.Generator().manual_seed(0))
+    tokens, logprobs = choose_tokens_with_noise(logits, uniform, None, 1.0, 3, 1.0, 1.0)
+    frequencies = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    expected = torch.tensor([0.5, 0.3, 0.15, 0.0]) / 0.95
+    assert torch.allclose(frequencies, expected, atol=0.015)
+    assert torch.allclose(logprobs, probs.log()[0][tokens])
+
+
+def test_gumbel_draw_honours_top_p_and_the_penalty() -> None:
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(500, 1)
+    uniform = torch.rand((500, 4), generator=torch.Generator().manual_seed(1))
+    tokens, _ = choose_tokens_with_noise(logits, uniform, None, 1.0, 0, 0.75, 1.0)
+    assert set(tokens.tolist()) == {0, 1}
+    seen = torch.tensor([[True, False, False, False]]).repeat(500, 1)
+    greedy, _ = choose_tokens_with_noise(logits, uniform, seen, 0.0, 0, 1.0, 10.0)
+    assert set(greedy.tolist()) == {1}, "token 0's logit -0.69 × 10 falls below token 1's"

@@ -57,6 +57,14 @@ def test_n_samples_per_prompt_with_matching_logprobs(engine: TransformersEngine)
     assert len(distinct) > 1, "three samples at temperature 1 should not all be equal"
 
 
+def test_penalized_filtered_sampling_still_reports_raw_logprobs(engine: TransformersEngine) -> None:
+    params = SamplingParams(n=2, max_tokens=10, top_k=5, top_p=0.9, repetition_penalty=1.3, seed=1)
+    for completions in engine.generate(PROMPTS, params):
+        for c in completions:
+            expected = teacher_forced_logprobs(engine, c)
+            assert max(abs(a - b) for a, b in zip(expected, c.logprobs, strict=True)) < 1e-4
+
+
 def test_same_seed_same_completions(engine: TransformersEngine) -> None:
     params = SamplingParams(n=2, max_tokens=8, seed=11, top_k=20, top_p=0.9)
     first = engine.generate(PROMPTS[:2], params)
