@@ -12,7 +12,8 @@ from skillfactory.cli.validate import EXIT_INVALID
 from skillfactory.runspec import InvalidRunSpec, RunSpec, load_run_spec
 
 
-def _load(spec_path: Path, output_dir: Path | None) -> RunSpec:
+def load_spec_or_exit(spec_path: Path, output_dir: Path | None) -> RunSpec:
+    """The validated spec (with `output_dir` overridden when given); exit 2 with the problems."""
     try:
         spec = load_run_spec(spec_path)
     except (InvalidRunSpec, OSError) as error:
@@ -25,6 +26,7 @@ def _load(spec_path: Path, output_dir: Path | None) -> RunSpec:
 
 def run_data_stage(spec: RunSpec) -> dict[str, Any]:
     """Start the engine the spec names and run stage 1 with a progress bar."""
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -47,6 +49,7 @@ def run_data_stage(spec: RunSpec) -> dict[str, Any]:
         TextColumn("problems · {task.fields[rate]:.2f} samples/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
     ) as progress:
         bar = progress.add_task(
             "data", total=spec.data.num_problems, task_name=spec.data.task, rate=0.0
@@ -72,7 +75,7 @@ def data(
     show: Annotated[int, typer.Option("--show", help="Print this many traces at the end.")] = 0,
 ) -> None:
     """Stage 1: sample, grade, reflect, filter by verdict and compose silver traces."""
-    run_spec = _load(spec, output_dir)
+    run_spec = load_spec_or_exit(spec, output_dir)
     summary = run_data_stage(run_spec)
     from skillfactory.stages.data import SFT_FILE, data_dir, read_records
 

@@ -1,0 +1,60 @@
+"""`skillfactory run` as a user runs it, on the tiny config-built model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _run(spec: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "skillfactory.cli", "run", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_stages_this_build_lacks_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump({"output_dir": str(tmp_path / "runs"), "stages": ["data", "sft"]})
+    )
+    result = _run(spec)
+    assert result.returncode == 2
+    assert "sft cannot run" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_data_stage_runs_and_prints_its_summary(tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli",
+                "model": str(tiny_model_dir),
+                "output_dir": str(tmp_path / "runs"),
+                "stages": ["data"],
+                "engine": {"type": "transformers", "device": "cpu", "max_batch_size": 8},
+                "data": {
+                    "task": "multiplication-1",
+                    "num_problems": 2,
+                    "samples_per_variant": 1,
+                    "reflections_per_sample": 1,
+                    "sampling": {"max_tokens": 4},
+                    "reflection_sampling": {"max_tokens": 4},
+                },
+            }
+        )
+    )
+    result = _run(spec)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)["data"]
+    assert summary["problems"] == 2 and summary["samples"] == 8 and summary["reflections"] == 8
+    assert (tmp_path / "runs" / "cli" / "data" / "sft.jsonl").exists()
