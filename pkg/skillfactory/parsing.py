@@ -38,7 +38,8 @@ class Span:
 def find_blocks(text: str, tag: str) -> list[Span]:
     """Every `<tag>…</tag>` block in order; an unclosed last block runs to the end of the text.
 
-    Blocks do not nest: an opening tag inside an open block is treated as text of that block.
+    Blocks do not nest: when a block is opened again before it is closed, the earlier opening is
+    abandoned, so in `<answer>A, <answer>B</answer>` the block holds `B`, as a reader takes it.
     """
     text = text[:MAX_RESPONSE_CHARS]
     opener, closer = _open_tag(tag), _close_tag(tag)
@@ -46,6 +47,9 @@ def find_blocks(text: str, tag: str) -> list[Span]:
     pos = 0
     while (start := opener.search(text, pos)) is not None:
         end = closer.search(text, start.end())
+        limit = end.start() if end is not None else len(text)
+        while (again := opener.search(text, start.end(), limit)) is not None:
+            start = again
         if end is None:
             blocks.append(Span(text[start.end() :].strip(), start.start(), len(text), False))
             break
