@@ -11,7 +11,6 @@ decodes all rows together:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,8 +187,8 @@ class TransformersEngine:
         """Copy new weights into the model in place; tied weights may be left out."""
         state = read_weights(weights)
         result = self.model.load_state_dict(state, strict=False, assign=False)
-        tied = set(getattr(self.model, "_tied_weights_keys", None) or [])
-        missing = [k for k in result.missing_keys if k not in tied and k not in _tied_names(self)]
+        tied = tied_weight_names(self.model)
+        missing = [k for k in result.missing_keys if k not in tied]
         if result.unexpected_keys or missing:
             raise ValueError(
                 f"weights do not fit the model: unexpected {result.unexpected_keys[:5]}, "
@@ -207,10 +206,12 @@ class TransformersEngine:
             torch.cuda.empty_cache()
 
 
-def _tied_names(engine: TransformersEngine) -> set[str]:
-    if getattr(engine.model.config, "tie_word_embeddings", False):
-        return {"lm_head.weight"}
-    return set()
+def tied_weight_names(model: Any) -> set[str]:
+    """Weights that share storage with another and so may be missing from a state dict."""
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    if getattr(model.config, "tie_word_embeddings", False):
+        tied.add("lm_head.weight")
+    return tied
 
 
 def read_weights(weights: Weights) -> dict[str, torch.Tensor]:
@@ -331,9 +332,3 @@ def decode_dynamic(
             use_cache=True,
         )
         logits = out.logits[:, -1, :]
-
-
-def tokens_per_second(completions: list[list[Completion]], seconds: float) -> float:
-    """Generated tokens per second over a `generate` result."""
-    total = sum(len(c.token_ids) for per_prompt in completions for c in per_prompt)
-    return total / seconds if seconds > 0 else math.inf
