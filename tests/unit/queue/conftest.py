@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from skillfactory.queue import InProcessQueue, Queue
 
-BACKENDS = ["inprocess"]
+BACKENDS = ["inprocess", "redis"]
 
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None,
@@ -69,8 +68,3 @@ def queue(make_queue: Callable[..., Queue]) -> Queue:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "make_queue" in metafunc.fixturenames:
         metafunc.parametrize("make_queue", BACKENDS, indirect=True)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path
