@@ -1,0 +1,226 @@
+"""Stage 3 in one process: a sampler thread and the learner, overlapping through a queue.
+
+The sampler (`skillfactory.train.sampler`) admits prompts under the staleness bound, samples and
+grades groups with the engine and queues them; the learner (this thread) pulls groups, trains a
+step on every `prompts_per_step` accepted ones, hands the new weights to the engine in process
+(`load_weights`, between two generate calls) and checkpoints every `save_steps`.
+
+Outputs under `<output_dir>/<run>/grpo/`: `checkpoints/step-<v>/` (model, optimizer, scheduler,
+RNG, counters), `steps.jsonl` (one line per step: version, loss, reward, staleness, the group ids
+trained), `model/` (the final HF model folder) and `summary.json`. A re-run resumes from the
+latest checkpoint: the version sequence continues, the steps after it (never checkpointed, so
+undone) are dropped from `steps.jsonl`, and prompts already trained are never drawn again.
+Queue entries are acked only once a checkpoint covers them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from skillfactory.engines.base import Engine, SamplingParams
+from skillfactory.group import Group
+from skillfactory.queue import Queue, open_queue, read_messages
+from skillfactory.runspec import RunSpec
+from skillfactory.stages.data import derived_seed
+from skillfactory.tasks import get_task
+from skillfactory.train.sampler import (
+    GROUPS_STREAM,
+    PromptStream,
+    Sampler,
+    Score,
+    correctness_reward,
+)
+from skillfactory.train.staleness import AdmissionController
+from skillfactory.v1 import data_pb2
+
+STEPS_FILE = "steps.jsonl"
+SUMMARY_FILE = "summary.json"
+LEARNER_GROUP = "learner"
+
+
+def grpo_dir(spec: RunSpec) -> Path:
+    """Where stage 3 of this run writes."""
+    return Path(spec.output_dir) / spec.name / "grpo"
+
+
+def grpo_task_name(spec: RunSpec) -> str:
+    """The task of the RL prompts: the GRPO section's, else the data stage's."""
+    return spec.grpo.task or spec.data.task
+
+
+def rollout_params(spec: RunSpec) -> SamplingParams:
+    """Sampling of GRPO rollouts: the spec's temperature/top-p, no penalty, group_size samples."""
+    return SamplingParams(
+        n=spec.grpo.group_size,
+        temperature=spec.grpo.temperature,
+        top_p=spec.grpo.top_p,
+        max_tokens=spec.grpo.max_response_length,
+    )
+
+
+def keep_steps_up_to(path: Path, version: int) -> int:
+    """Drop the lines of `steps.jsonl` past `version` (undone by a resume); returns how many."""
+    if not path.exists():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["version"] <= version]
+    path.write_text("".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+class GRPOStage:
+    """Runs stage 3 of a spec from `model` (a local HF folder) with an engine on the same model."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        model: str | Path,
+        engine_factory: Callable[[str], Engine],
+        *,
+        queue: Queue | None = None,
+        out: Path | None = None,
+        score: Score | None = None,
+    ) -> None:
+        self.spec = spec
+        self.model_path = str(model)
+        self.engine_factory = engine_factory
+        self.queue = queue or open_queue(spec.queue)
+        self.out = out or grpo_dir(spec)
+        self.seed = derived_seed(spec.seed, "grpo")
+        self.task = get_task(grpo_task_name(spec))
+        self.score = score or correctness_reward(self.task)
+
+    def build_learner(self) -> Any:
+        """The learner on the model, resumed from the latest checkpoint when there is one."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from skillfactory.train.learner import GRPOLearner, latest_checkpoint
+
+        torch.manual_seed(self.seed)
+        tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+        model.to(device)
+        ref: Any = None
+        if self.spec.grpo.kl_beta > 0:
+            ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+            ref.to(device)
+            ref.eval().requires_grad_(False)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        learner = GRPOLearner(model, self.spec.grpo, pad_token_id=pad, ref_model=ref)
+        self.tokenizer = tokenizer
+        checkpoint = latest_checkpoint(self.out / "checkpoints")
+        if checkpoint is not None:
+            learner.load_checkpoint(checkpoint)
+        return learner
+
+    def run(self, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Train until `grpo.steps` versions exist; returns the summary."""
+        spec = self.spec.grpo
+        started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        learner = self.build_learner()
+        resumed_from = learner.version
+        rolled_back = keep_steps_up_to(self.out / STEPS_FILE, learner.version)
+        engine = self.engine_factory(self.model_path)
+        engine_lock = threading.Lock()
+        if learner.version > 0:
+            engine.load_weights(learner.weights(), learner.version)
+        problems = self.task.problems(spec.num_problems, seed=self.seed)
+        admission = AdmissionController(
+            spec.prompts_per_step,
+            spec.max_staleness,
+            version=learner.version,
+            accepted=learner.counters.groups_trained,
+        )
+        sampler = Sampler(
+            engine,
+            self.score,
+            rollout_params(self.spec),
+            PromptStream(problems, skip=learner.is_done),
+            admission,
+            self.queue,
+            prompts_per_call=max(1, min(spec.prompts_per_step, engine_rows(self.spec))),
+            engine_lock=engine_lock,
+            max_prompt_length=spec.max_prompt_length,
+            seed=self.seed,
+            run_id=self.spec.name,
+        )
+        stop = threading.Event()
+        thread = sampler.start(stop)
+        steps_log = (self.out / STEPS_FILE).open("a")
+        wait_seconds = 0.0
+        try:
+            waiting: list[tuple[str, Group]] = []
+            unacked: list[str] = []
+            while learner.version < spec.steps:
+                waited = time.perf_counter()
+                entries = self.queue.get(GROUPS_STREAM, LEARNER_GROUP, "learner-0", 64, 0.2)
+                wait_seconds += time.perf_counter() - waited
+                if sampler.error is not None:
+                    raise RuntimeError("the sampler failed") from sampler.error
+                for entry, message in read_messages(entries, data_pb2.Group):
+                    group = Group.from_proto(message)
+                    accepted = learner.accepts(group)
+                    admission.on_group_done(accepted)
+                    if accepted:
+                        waiting.append((entry.id, group))
+                    else:
+                        unacked.append(entry.id)
+                while len(waiting) >= spec.prompts_per_step and learner.version < spec.steps:
+                    batch, waiting = (
+                        waiting[: spec.prompts_per_step],
+                        waiting[spec.prompts_per_step :],
+                    )
+                    metrics = learner.train_step([g for _, g in batch])
+                    synced = time.perf_counter()
+                    with engine_lock:
+                        engine.load_weights(learner.weights(), learner.version)
+                    admission.on_version(learner.version)
+                    record = {
+                        **metrics.to_dict(),
+                        "weight_sync_seconds": time.perf_counter() - synced,
+                        "dropped_stale": learner.counters.dropped_stale,
+                        "dropped_zero_variance": learner.counters.dropped_zero_variance,
+                    }
+                    steps_log.write(json.dumps(record) + "\n")
+                    steps_log.flush()
+                    unacked += [entry_id for entry_id, _ in batch]
+                    if learner.version % spec.save_steps == 0 or learner.version == spec.steps:
+                        learner.save_checkpoint(self.out / "checkpoints")
+                        self.queue.ack(GROUPS_STREAM, LEARNER_GROUP, unacked)
+                        unacked = []
+                    if on_step is not None:
+                        on_step(record)
+        finally:
+            admission.close()
+            stop.set()
+            thread.join(timeout=60)
+            steps_log.close()
+            engine.close()
+        learner.model.save_pretrained(self.out / "model")
+        self.tokenizer.save_pretrained(self.out / "model")
+        summary = {
+            "steps": learner.version,
+            "resumed_from_version": resumed_from,
+            "steps_rolled_back": rolled_back,
+            "groups_sampled": sampler.groups_sampled,
+            "learner_wait_seconds": round(wait_seconds, 2),
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            **{k: v for k, v in asdict(learner.counters).items() if k != "done_prompts"},
+        }
+        (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def engine_rows(spec: RunSpec) -> int:
+    """Prompts per generate call that fill the engine's batch (rows / group size)."""
+    rows = getattr(spec.engine, "max_batch_size", 256)
+    return max(1, rows // spec.grpo.group_size)

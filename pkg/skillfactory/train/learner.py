@@ -1,0 +1,365 @@
+"""The GRPO learner: turns batches of groups into optimizer steps and policy versions.
+
+One step (`train_step`) trains policy version `v` into `v + 1` on `prompts_per_step` groups the
+learner accepted (`accepts`: not staler than `max_staleness`, and not of constant reward when
+`filter_zero_variance` is on). Within a step:
+
+1. advantages are normalised per group (Dr.GRPO: centred only);
+2. the groups are cut into micro-batches of `mini_batch_size` groups; each is one forward and
+   backward, with loss normalisers (tokens, sequences) of the whole step, so the accumulated
+   gradient is the full batch's;
+3. the proximal logprobs are those of the weights at the start of the step. There is one
+   optimizer step per batch, so they are the detached logprobs of the same forward pass: no second
+   pass is needed, and the PPO ratio is exactly 1 (its gradient is the policy gradient);
+4. behaviour logprobs are the engine's. A completion sampled by the current version (staleness 0)
+   was sampled by the proximal policy itself, so its importance weight is exactly 1, which makes
+   `max_staleness: 0` synchronous on-policy GRPO; staler tokens get w = min(π_prox/π_behav, cap);
+5. gradients are clipped to `max_grad_norm`, AdamW steps, and the version goes up by one.
+
+Under `torchrun` (a process group is initialised) each rank trains its share of the step's groups
+(`groups[rank::world]`) in a DistributedDataParallel model; every rank sees the same groups, so
+the normalisers stay global and the averaged gradient is the single-process one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from skillfactory.group import Group
+from skillfactory.runspec import GRPOSpec
+from skillfactory.train.advantages import group_advantages
+from skillfactory.train.grpo_loss import GRPOLossConfig, grpo_policy_loss
+from skillfactory.train.rollout_batch import RolloutBatch, collate_groups, completion_logprobs
+from skillfactory.train.staleness import StalenessFilter
+
+STATE_FILE = "learner.json"
+MODEL_DIR = "model"
+LATEST_FILE = "latest"
+
+
+@dataclass
+class LearnerCounters:
+    """Everything about the run's progress a checkpoint must carry besides tensors."""
+
+    version: int = 0
+    """Policy version of the current weights: optimizer steps taken."""
+    groups_trained: int = 0
+    samples_trained: int = 0
+    tokens_trained: int = 0
+    dropped_stale: int = 0
+    dropped_zero_variance: int = 0
+    done_prompts: list[int] = field(default_factory=list)
+    """Prompt-stream indices already trained on or dropped: never admitted again."""
+
+
+@dataclass
+class StepMetrics:
+    """What one optimizer step did."""
+
+    version: int
+    """The version the step produced."""
+    loss: float
+    policy_loss: float
+    kl: float
+    clip_fraction: float
+    importance_weight_mean: float
+    truncated_fraction: float
+    grad_norm: float
+    learning_rate: float
+    reward_mean: float
+    groups: int
+    samples: int
+    tokens: int
+    staleness: dict[int, int]
+    """Completions per staleness (learner version − policy version) in this step."""
+    seconds: float
+    group_ids: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (staleness keys as strings)."""
+        data = asdict(self)
+        data["staleness"] = {str(k): v for k, v in sorted(self.staleness.items())}
+        return data
+
+
+def world() -> tuple[int, int]:
+    """This process's rank and the world size (0, 1 without a process group)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def warmup_then_constant(warmup_steps: int) -> Any:
+    """LR multiplier: linear warmup over `warmup_steps`, then constant."""
+
+    def factor(step: int) -> float:
+        return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+    return factor
+
+
+class GRPOLearner:
+    """Trains a causal LM with the decoupled-PPO GRPO loss, one policy version per step."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        spec: GRPOSpec,
+        *,
+        pad_token_id: int,
+        ref_model: torch.nn.Module | None = None,
+        counters: LearnerCounters | None = None,
+    ) -> None:
+        if spec.kl_beta > 0 and ref_model is None:
+            raise ValueError("grpo.kl_beta > 0 needs a reference model")
+        self.spec = spec
+        self.model = model
+        self.ref_model = ref_model
+        self.pad_token_id = pad_token_id
+        self.loss_config = GRPOLossConfig.from_spec(spec)
+        self.counters = counters or LearnerCounters()
+        self.rank, self.world_size = world()
+        self.trained: torch.nn.Module = model
+        if self.world_size > 1:
+            self.trained = torch.nn.parallel.DistributedDataParallel(model)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=spec.learning_rate, weight_decay=0.0
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_then_constant(spec.warmup_steps)
+        )
+        self._staleness = StalenessFilter(spec.max_staleness)
+        self._done = set(self.counters.done_prompts)
+
+    @property
+    def version(self) -> int:
+        """Policy version of the current weights."""
+        return self.counters.version
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live."""
+        return next(self.model.parameters()).device
+
+    def is_done(self, prompt_index: int) -> bool:
+        """Whether a prompt was already trained on or dropped (a resumed run skips it)."""
+        return prompt_index in self._done
+
+    def accepts(self, group: Group) -> bool:
+        """Whether `group` may join the next step; a refused group is counted and marked done."""
+        if not self._staleness.keep(self.version, group.policy_version):
+            self.counters.dropped_stale += 1
+            self._mark_done(group)
+            return False
+        if self.spec.filter_zero_variance and not group.rewards_vary():
+            self.counters.dropped_zero_variance += 1
+            self._mark_done(group)
+            return False
+        return True
+
+    def _mark_done(self, group: Group) -> None:
+        if group.prompt_index >= 0 and group.prompt_index not in self._done:
+            self._done.add(group.prompt_index)
+            self.counters.done_prompts.append(group.prompt_index)
+
+    def advantages(self, groups: Sequence[Group]) -> list[list[float]]:
+        """Group-normalised advantages (centred only for dr-grpo), one list per group."""
+        scale = self.spec.loss != "dr-grpo"
+        result = []
+        for group in groups:
+            rewards = torch.tensor([group.rewards], dtype=torch.float32)
+            result.append(group_advantages(rewards, scale_by_std=scale)[0].tolist())
+        return result
+
+    def micro_batches(self, groups: Sequence[Group]) -> list[RolloutBatch]:
+        """This rank's share of the step's groups, collated `mini_batch_size` groups at a time."""
+        mine = list(groups[self.rank :: self.world_size])
+        advantages = self.advantages(mine)
+        size = self.spec.mini_batch_size
+        return [
+            collate_groups(
+                mine[i : i + size], advantages[i : i + size], self.version, self.pad_token_id
+            ).to(self.device)
+            for i in range(0, len(mine), size)
+        ]
+
+    def train_step(self, groups: Sequence[Group]) -> StepMetrics:
+        """One optimizer step on `groups` (all accepted); publishes nothing, returns metrics."""
+        if len(groups) < self.world_size:
+            raise ValueError(f"a step needs at least one group per rank ({self.world_size})")
+        started = time.perf_counter()
+        self.model.train()
+        num_tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
+        num_sequences = sum(len(g.completions) for g in groups)
+        batches = self.micro_batches(groups)
+        sums: Counter[str] = Counter()
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            sync = nullcontext() if last or self.world_size == 1 else self.trained.no_sync()  # type: ignore[operator]
+            with sync:
+                output = self._loss(batch, num_tokens, num_sequences)
+                (output.loss * self.world_size).backward()
+            weight = batch.num_tokens / max(num_tokens, 1) * self.world_size
+            for name, value in output.metrics().items():
+                summed = name in ("loss", "policy_loss")  # already normalised by the step's totals
+                sums[name] += value * self.world_size if summed else value * weight
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.max_grad_norm)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = self._all_reduce(sums)
+        return self._finish_step(groups, totals, float(grad_norm), float(learning_rate), started)
+
+    def _loss(self, batch: RolloutBatch, num_tokens: int, num_sequences: int) -> Any:
+        logprobs = completion_logprobs(self.trained, batch)
+        proximal = logprobs.detach()
+        on_policy = (batch.staleness == 0).unsqueeze(1)
+        behaviour = torch.where(on_policy, proximal, batch.behaviour_logprobs.to(proximal.dtype))
+        ref = None
+        if self.ref_model is not None:
+            with torch.no_grad():
+                ref = completion_logprobs(self.ref_model, batch)
+        return grpo_policy_loss(
+            logprobs,
+            proximal,
+            behaviour,
+            batch.advantages,
+            batch.completion_mask,
+            self.loss_config,
+            ref_logprobs=ref,
+            num_tokens=num_tokens,
+            num_sequences=num_sequences,
+        )
+
+    def _all_reduce(self, sums: Counter[str]) -> dict[str, float]:
+        """Sum per-rank metric sums over ranks and divide by the world size."""
+        names = sorted(sums)
+        values = torch.tensor([sums[n] for n in names], dtype=torch.float64)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(values)
+        return {n: float(v) / self.world_size for n, v in zip(names, values.tolist(), strict=True)}
+
+    def _finish_step(
+        self,
+        groups: Sequence[Group],
+        totals: dict[str, float],
+        grad_norm: float,
+        learning_rate: float,
+        started: float,
+    ) -> StepMetrics:
+        staleness = Counter(self.version - c.policy_version for g in groups for c in g.completions)
+        samples = sum(len(g.completions) for g in groups)
+        tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
+        counters = self.counters
+        counters.version += 1
+        counters.groups_trained += len(groups)
+        counters.samples_trained += samples
+        counters.tokens_trained += tokens
+        for group in groups:
+            self._mark_done(group)
+        return StepMetrics(
+            version=counters.version,
+            loss=totals.get("loss", 0.0),
+            policy_loss=totals.get("policy_loss", 0.0),
+            kl=totals.get("kl", 0.0),
+            clip_fraction=totals.get("clip_fraction", 0.0),
+            importance_weight_mean=totals.get("importance_weight_mean", 1.0),
+            truncated_fraction=totals.get("truncated_fraction", 0.0),
+            grad_norm=grad_norm if math.isfinite(grad_norm) else float("nan"),
+            learning_rate=learning_rate,
+            reward_mean=sum(sum(g.rewards) for g in groups) / max(samples, 1),
+            groups=len(groups),
+            samples=samples,
+            tokens=tokens,
+            staleness=dict(staleness),
+            seconds=time.perf_counter() - started,
+            group_ids=[g.group_id for g in groups],
+        )
+
+    def weights(self) -> dict[str, Tensor]:
+        """The current weights, for engines (the model's own tensors: copy before changing them)."""
+        return dict(self.model.state_dict())
+
+    def save_checkpoint(self, root: str | Path, keep: int = 2) -> Path:
+        """Write model, optimizer, scheduler, RNG and counters to `<root>/step-<version>`
+        atomically (rank 0 only), point `<root>/latest` at it, keep the newest `keep`."""
+        root = Path(root)
+        final = root / f"step-{self.version:06d}"
+        if self.rank == 0:
+            staging = root / f".step-{self.version:06d}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            self.model.save_pretrained(staging / MODEL_DIR)  # type: ignore[operator]
+            torch.save(self.optimizer.state_dict(), staging / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), staging / "scheduler.pt")
+            torch.save(rng_state(), staging / "rng.pt")
+            (staging / STATE_FILE).write_text(json.dumps(asdict(self.counters)) + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staging, final)
+            _write_atomic(root / LATEST_FILE, final.name)
+            for old in sorted(root.glob("step-*"))[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        if self.world_size > 1:
+            torch.distributed.barrier()
+        return final
+
+    def load_checkpoint(self, folder: str | Path) -> None:
+        """Restore everything `save_checkpoint` wrote (weights included) from `folder`."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        state: dict[str, Tensor] = {}
+        for shard in sorted((folder / MODEL_DIR).glob("*.safetensors")):
+            state.update(load_file(str(shard), device=str(self.device)))
+        self.model.load_state_dict(state, strict=False)
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+        self.counters = LearnerCounters(**json.loads((folder / STATE_FILE).read_text()))
+        self._done = set(self.counters.done_prompts)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The checkpoint `<root>/latest` points at, if it exists."""
+    pointer = Path(root) / LATEST_FILE
+    if not pointer.exists():
+        return None
+    folder = Path(root) / pointer.read_text().strip()
+    return folder if (folder / STATE_FILE).exists() else None
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, torch (and CUDA) RNG states."""
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved."""
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    staging = path.with_suffix(".tmp")
+    staging.write_text(text)
+    os.replace(staging, path)

@@ -1,0 +1,136 @@
+"""Groups as learner tensors, and the per-token logprobs of their completions under a model.
+
+Layout (as TRL's `GRPOTrainer` uses): every sequence is its prompt, left-padded to the longest
+prompt `P`, followed by its completion, right-padded to the longest completion `C`. The model then
+only needs the last `C + 1` positions' logits (`logits_to_keep`), which keeps the `[B, C, vocab]`
+logits tensor, the learner's largest, as small as it can be. Position ids count real tokens only,
+so a left-padded prompt sees the same positions as unpadded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from skillfactory.group import Group
+
+
+@dataclass
+class RolloutBatch:
+    """The completions of some groups, padded into tensors (B sequences)."""
+
+    input_ids: Tensor
+    """`[B, P + C]` prompt and completion tokens (pad id where padded)."""
+    attention_mask: Tensor
+    """`[B, P + C]` 1 on real tokens."""
+    position_ids: Tensor
+    """`[B, P + C]` positions of real tokens (0 for the first prompt token)."""
+    completion_ids: Tensor
+    """`[B, C]` completion tokens."""
+    completion_mask: Tensor
+    """`[B, C]` 1 on real completion tokens."""
+    behaviour_logprobs: Tensor
+    """`[B, C]` logprobs the engine reported for the sampled tokens (0 on padding)."""
+    staleness: Tensor
+    """`[B]` learner version minus the completion's policy version."""
+    advantages: Tensor
+    """`[B]` group-normalised advantage of each completion."""
+    rewards: Tensor
+    """`[B]` reward of each completion."""
+
+    @property
+    def num_tokens(self) -> int:
+        """Real completion tokens."""
+        return int(self.completion_mask.sum().item())
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        """The same batch on `device`."""
+        return RolloutBatch(**{k: v.to(device) for k, v in vars(self).items()})
+
+
+def collate_groups(
+    groups: Sequence[Group],
+    advantages: Sequence[Sequence[float]],
+    learner_version: int,
+    pad_token_id: int,
+) -> RolloutBatch:
+    """Pad the completions of `groups` (with one advantage per completion) into a batch."""
+    prompts: list[list[int]] = []
+    completions: list[list[int]] = []
+    behaviour: list[list[float]] = []
+    staleness: list[int] = []
+    flat_advantages: list[float] = []
+    rewards: list[float] = []
+    for group, group_advantages in zip(groups, advantages, strict=True):
+        for completion, advantage, reward in zip(
+            group.completions, group_advantages, group.rewards, strict=True
+        ):
+            if len(completion.logprobs) != len(completion.token_ids):
+                raise ValueError(f"group {group.group_id}: logprobs and token ids differ in length")
+            prompts.append(group.prompt_token_ids)
+            completions.append(completion.token_ids)
+            behaviour.append(completion.logprobs)
+            staleness.append(learner_version - completion.policy_version)
+            flat_advantages.append(float(advantage))
+            rewards.append(float(reward))
+    prompt_len = max(len(p) for p in prompts)
+    completion_len = max(1, max(len(c) for c in completions))
+    size = len(prompts)
+    input_ids = torch.full((size, prompt_len + completion_len), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    completion_mask = torch.zeros(size, completion_len, dtype=torch.long)
+    behaviour_logprobs = torch.zeros(size, completion_len, dtype=torch.float32)
+    for row, (prompt, tokens, logprobs) in enumerate(
+        zip(prompts, completions, behaviour, strict=True)
+    ):
+        start = prompt_len - len(prompt)
+        input_ids[row, start:prompt_len] = torch.tensor(prompt, dtype=torch.long)
+        input_ids[row, prompt_len : prompt_len + len(tokens)] = torch.tensor(
+            tokens, dtype=torch.long
+        )
+        attention_mask[row, start : prompt_len + len(tokens)] = 1
+        completion_mask[row, : len(tokens)] = 1
+        behaviour_logprobs[row, : len(logprobs)] = torch.tensor(logprobs, dtype=torch.float32)
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    return RolloutBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        completion_ids=input_ids[:, prompt_len:],
+        completion_mask=completion_mask,
+        behaviour_logprobs=behaviour_logprobs,
+        staleness=torch.tensor(staleness, dtype=torch.long),
+        advantages=torch.tensor(flat_advantages, dtype=torch.float32),
+        rewards=torch.tensor(rewards, dtype=torch.float32),
+    )
+
+
+def selected_logprobs(logits: Tensor, token_ids: Tensor) -> Tensor:
+    """log softmax(logits)[token] per position, one row at a time (never a second
+    `[B, C, vocab]` tensor): `[B, C, V]`, `[B, C]` → `[B, C]` in float32 or wider."""
+    rows = []
+    for row_logits, row_ids in zip(logits, token_ids, strict=True):
+        row_logits = (
+            row_logits.float() if row_logits.dtype in (torch.bfloat16, torch.half) else row_logits
+        )
+        picked = row_logits.gather(-1, row_ids.unsqueeze(-1)).squeeze(-1)
+        rows.append(picked - torch.logsumexp(row_logits, dim=-1))
+    return torch.stack(rows)
+
+
+def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
+    """`[B, C]` logprobs of the completion tokens under `model` (raw logits, temperature 1, as
+    the engines report them)."""
+    completion_len = batch.completion_ids.shape[1]
+    output = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        logits_to_keep=completion_len + 1,
+        use_cache=False,
+    )
+    logits = output.logits[:, :-1, :]
+    return selected_logprobs(logits, batch.completion_ids)

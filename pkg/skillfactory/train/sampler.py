@@ -1,0 +1,155 @@
+"""Samplers: draw prompts under admission control, sample a group per prompt, grade it, queue it.
+
+The prompt stream is the run's problems in a fixed order, cycled; the i-th prompt drawn is
+`problems[i % len(problems)]` with group id `p<i>`, so a resumed run can skip what it already
+trained on. A sampler admits prompts through the `AdmissionController` (so groups are never more
+than `max_staleness` versions old when the learner sees them), samples `group_size` completions of
+each with its engine, grades them with the task's grader (reward 1 correct, 0 not) and puts the
+groups on the queue as `skillfactory.v1.Group` messages.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+
+from skillfactory.engines.base import ChatMessage, Completion, Engine, SamplingParams
+from skillfactory.group import Group
+from skillfactory.queue import Queue, put_message
+from skillfactory.tasks import Problem, Task, grade
+from skillfactory.train.staleness import AdmissionController
+
+Score = Callable[[Problem, Completion], float]
+"""The reward of one completion of a problem."""
+
+GROUPS_STREAM = "groups"
+"""Queue stream the samplers write and the learner reads."""
+
+
+def grpo_prompt(problem: Problem) -> list[ChatMessage]:
+    """The chat a GRPO prompt is: the question alone, as in the silver traces' user turn."""
+    return [{"role": "user", "content": problem.question}]
+
+
+def correctness_reward(task: Task) -> Score:
+    """The binary correctness reward of a task: 1.0 when the last `<answer>` is right, else 0.0
+    (no format reward)."""
+
+    def score(problem: Problem, completion: Completion) -> float:
+        return 1.0 if grade(task, problem, completion.text).correct else 0.0
+
+    return score
+
+
+class PromptStream:
+    """Thread-safe, resumable stream of `(index, problem)`: `problems` cycled in order, skipping
+    indices `skip(index)` says are done."""
+
+    def __init__(
+        self, problems: Sequence[Problem], skip: Callable[[int], bool] | None = None
+    ) -> None:
+        if not problems:
+            raise ValueError("a prompt stream needs at least one problem")
+        self.problems = list(problems)
+        self._skip = skip or (lambda index: False)
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> list[tuple[int, Problem]]:
+        """The next `n` prompts not yet done."""
+        taken: list[tuple[int, Problem]] = []
+        with self._lock:
+            while len(taken) < n:
+                index = self._next
+                self._next += 1
+                if not self._skip(index):
+                    taken.append((index, self.problems[index % len(self.problems)]))
+        return taken
+
+
+class Sampler:
+    """Samples groups for admitted prompts with one engine and puts them on the queue."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        score: Score,
+        params: SamplingParams,
+        prompts: PromptStream,
+        admission: AdmissionController,
+        queue: Queue,
+        *,
+        sampler_id: str = "sampler-0",
+        prompts_per_call: int = 1,
+        engine_lock: AbstractContextManager[object] | None = None,
+        max_prompt_length: int | None = None,
+        seed: int = 0,
+        run_id: str = "",
+    ) -> None:
+        if params.n < 2:
+            raise ValueError("a GRPO group needs at least 2 completions (params.n)")
+        self.engine = engine
+        self.score = score
+        self.params = params
+        self.prompts = prompts
+        self.admission = admission
+        self.queue = queue
+        self.sampler_id = sampler_id
+        self.prompts_per_call = max(1, prompts_per_call)
+        self.engine_lock = engine_lock or nullcontext()
+        self.max_prompt_length = max_prompt_length
+        self.seed = seed
+        self.run_id = run_id
+        self.groups_sampled = 0
+        self.prompts_skipped = 0
+        self.error: BaseException | None = None
+
+    def sample(self, items: Sequence[tuple[int, Problem]]) -> list[Group]:
+        """One group per `(index, problem)`: generate, then grade every completion."""
+        params = SamplingParams(**{**vars(self.params), "seed": self.seed + items[0][0]})
+        with self.engine_lock:
+            outputs = self.engine.generate([grpo_prompt(p) for _, p in items], params)
+        groups = []
+        for (index, problem), completions in zip(items, outputs, strict=True):
+            groups.append(
+                Group(
+                    group_id=f"p{index}",
+                    problem=problem,
+                    prompt_token_ids=completions[0].prompt_token_ids,
+                    completions=completions,
+                    rewards=[self.score(problem, c) for c in completions],
+                    sampler_id=self.sampler_id,
+                    prompt_index=index,
+                )
+            )
+        return groups
+
+    def too_long(self, group: Group) -> bool:
+        """Whether the prompt exceeds `max_prompt_length` tokens (such prompts are skipped)."""
+        limit = self.max_prompt_length
+        return limit is not None and len(group.prompt_token_ids) > limit
+
+    def run(self, stop: threading.Event) -> None:
+        """Sample until `stop` is set or admission closes; an error is kept in `self.error`."""
+        try:
+            while not stop.is_set():
+                admitted = self.admission.admit_blocking(self.prompts_per_call, timeout=0.2)
+                if admitted == 0:
+                    continue
+                for group in self.sample(self.prompts.take(admitted)):
+                    if self.too_long(group):
+                        self.prompts_skipped += 1
+                        self.admission.on_group_done(accepted=False)
+                        continue
+                    put_message(self.queue, GROUPS_STREAM, group.to_proto(self.run_id))
+                    self.groups_sampled += 1
+        except BaseException as error:  # handed to the learner thread, which re-raises it
+            self.error = error
+            stop.set()
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        """Run in a daemon thread."""
+        thread = threading.Thread(target=self.run, args=(stop,), name=self.sampler_id, daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,146 @@
+"""Stage 2: structural SFT on the silver chats with TRL's `SFTTrainer`.
+
+Each chat record (`{"messages": [user…, assistant]}`, as stage 1 writes them) becomes a
+conversational prompt–completion pair: every message but the last is the prompt, the final
+assistant message the completion. TRL then masks the prompt tokens out of the labels
+(`completion_only_loss`), so the loss falls on the assistant's trace only.
+
+Checkpoints go to `<out>/checkpoints/checkpoint-<step>` every `save_steps`; a re-run resumes from
+the last one. The result is a standard Hugging Face model folder at `<out>/model`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from skillfactory.runspec import SFTSpec
+
+MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+RESULT_FILE = "sft.json"
+
+
+class EmptySFTDataset(ValueError):
+    """No usable chat in the SFT dataset (stage 1 composed no trace)."""
+
+
+@dataclass
+class SFTResult:
+    """What an SFT run produced."""
+
+    model_dir: str
+    examples: int
+    steps: int
+    train_loss: float
+    seconds: float
+    resumed_from: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def prompt_completion(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A chat record as a conversational prompt/completion pair; None when it has no final
+    assistant message or no prompt before it."""
+    messages = [
+        {"role": str(m["role"]), "content": str(m["content"])} for m in record.get("messages", [])
+    ]
+    if len(messages) < 2 or messages[-1]["role"] != "assistant":
+        return None
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def read_chat_dataset(path: str | Path) -> list[dict[str, Any]]:
+    """The prompt/completion pairs of a chat JSONL file, skipping records without an answer."""
+    pairs = []
+    with Path(path).open() as lines:
+        for line in lines:
+            if line.strip() and (pair := prompt_completion(json.loads(line))) is not None:
+                pairs.append(pair)
+    return pairs
+
+
+def last_checkpoint(out: Path) -> str | None:
+    """The newest `checkpoint-<step>` folder under `<out>/checkpoints`, if any."""
+    folders = [p for p in (out / CHECKPOINTS_DIR).glob("checkpoint-*") if p.is_dir()]
+    numbered = [(int(p.name.rsplit("-", 1)[1]), p) for p in folders if p.name[11:].isdigit()]
+    return str(max(numbered)[1]) if numbered else None
+
+
+def sft_config(spec: SFTSpec, out: Path, seed: int, use_cpu: bool) -> Any:
+    """TRL's `SFTConfig` from the run spec's `sft` section (loss on completions only)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out / CHECKPOINTS_DIR),
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=spec.lr_scheduler,
+        warmup_steps=min(spec.warmup_ratio, 0.999),  # a float in [0, 1) is a ratio of all steps
+        num_train_epochs=spec.num_epochs,
+        max_length=spec.max_length,
+        per_device_train_batch_size=spec.per_device_batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        save_steps=spec.save_steps,
+        save_strategy="steps",
+        completion_only_loss=True,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=use_cpu,
+        bf16=not use_cpu,
+        logging_steps=1,
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def sft_trainer(
+    spec: SFTSpec, model: str | Path, pairs: list[dict[str, Any]], out: Path, seed: int = 0
+) -> Any:
+    """A TRL `SFTTrainer` for `model` (a local HF folder) on prompt/completion pairs."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    use_cpu = not torch.cuda.is_available()
+    dtype = torch.float32 if use_cpu else torch.bfloat16
+    return SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype),
+        args=sft_config(spec, out, seed, use_cpu),
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=AutoTokenizer.from_pretrained(str(model)),
+    )
+
+
+def run_sft(
+    spec: SFTSpec, model: str | Path, dataset: str | Path, out: str | Path, seed: int = 0
+) -> SFTResult:
+    """Fine-tune `model` (a local HF folder) on the chats in `dataset`; resumes when it can."""
+    out = Path(out)
+    pairs = read_chat_dataset(dataset)
+    if not pairs:
+        raise EmptySFTDataset(f"{dataset} has no chat ending with an assistant message")
+    trainer = sft_trainer(spec, model, pairs, out, seed)
+    tokenizer = trainer.processing_class
+    resume = last_checkpoint(out)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume)
+    model_dir = out / MODEL_DIR
+    trainer.save_model(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    result = SFTResult(
+        model_dir=str(model_dir),
+        examples=len(pairs),
+        steps=int(output.global_step),
+        train_loss=float(output.training_loss),
+        seconds=time.perf_counter() - started,
+        resumed_from=resume,
+    )
+    (out / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
