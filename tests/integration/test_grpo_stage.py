@@ -1,0 +1,75 @@
+"""Stage 3 end to end on the tiny model: sampler thread, in-process queue, learner, weight sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from skillfactory.stages.grpo import STEPS_FILE
+
+sys.path.insert(0, str(Path(__file__).parent))
+from first_token_grpo import run  # noqa: E402
+
+SCRIPT = Path(__file__).parent / "first_token_grpo.py"
+
+
+def steps_of(run_dir: Path) -> list[dict[str, object]]:
+    path = run_dir / "grpo" / STEPS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize("max_staleness", [0, 2])
+def test_mean_reward_rises_on_a_learnable_reward(
+    tiny_model_dir: Path, tmp_path: Path, max_staleness: int
+) -> None:
+    summary = run(tiny_model_dir, tmp_path, max_staleness, steps=20, save_steps=10)
+    steps = steps_of(tmp_path / f"first-token-s{max_staleness}")
+    assert [s["version"] for s in steps] == list(range(1, 21))
+    first = sum(float(s["reward_mean"]) for s in steps[:3]) / 3  # type: ignore[arg-type]
+    last = sum(float(s["reward_mean"]) for s in steps[-3:]) / 3  # type: ignore[arg-type]
+    assert last >= 0.6 and last - first >= 0.3, (first, last)
+    lags = {int(k) for s in steps for k in s["staleness"]}  # type: ignore[attr-defined]
+    assert max(lags) <= max_staleness
+    if max_staleness == 0:
+        assert lags == {0}
+        assert all(s["importance_weight_mean"] == 1.0 for s in steps)
+    assert summary["groups_trained"] == 20 * 4
+    assert (tmp_path / f"first-token-s{max_staleness}" / "grpo" / "model" / "config.json").exists()
+
+
+def test_killed_run_resumes_with_version_continuity_and_no_group_trained_twice(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "first-token-s1"
+    args = [sys.executable, str(SCRIPT), str(tiny_model_dir), str(tmp_path), "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen([*args, "200", "1"], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(steps_of(run_dir)) < 4 and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)  # a real kill, mid-step or mid-checkpoint
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    before = steps_of(run_dir)
+    assert len(before) >= 4
+
+    resumed = subprocess.run(
+        [*args, str(len(before) + 4), "1"], env=env, capture_output=True, text=True, check=True
+    )
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["resumed_from_version"] >= 3
+    steps = steps_of(run_dir)
+    versions = [s["version"] for s in steps]
+    assert versions == list(range(1, len(before) + 5))
+    assert summary["steps"] == versions[-1]
+    trained = [g for s in steps for g in s["group_ids"]]  # type: ignore[attr-defined]
+    assert len(trained) == len(set(trained)) == 4 * len(steps)
+    # the steps kept from before the kill are exactly the first ones, unchanged
+    assert steps[: summary["resumed_from_version"]] == before[: summary["resumed_from_version"]]

@@ -1,0 +1,174 @@
+"""The GRPO learner on hand-built groups of the tiny model: filters, micro-batching, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from skillfactory.engines.base import Completion
+from skillfactory.group import Group
+from skillfactory.runspec import GRPOSpec
+from skillfactory.tasks.base import Problem
+from skillfactory.train.learner import GRPOLearner, latest_checkpoint
+from skillfactory.train.rollout_batch import collate_groups, completion_logprobs
+
+PROBLEM = Problem(id="q", task="countdown-3", question="?", answer="1", data={"numbers": [1, 2]})
+
+
+def make_group(
+    index: int, rewards: list[float], version: int = 0, length: int = 4, logprob: float = -6.0
+) -> Group:
+    """A group of len(rewards) completions with token ids derived from the index."""
+    completions = [
+        Completion(
+            text="",
+            token_ids=[(7 * index + 3 * j + k) % 400 + 20 for k in range(length - j % 2)],
+            logprobs=[logprob] * (length - j % 2),
+            finish_reason="stop",
+            policy_version=version,
+            prompt_token_ids=[5, 6, 7 + index],
+        )
+        for j in range(len(rewards))
+    ]
+    return Group(
+        group_id=f"p{index}",
+        problem=PROBLEM,
+        prompt_token_ids=[5, 6, 7 + index],
+        completions=completions,
+        rewards=rewards,
+        prompt_index=index,
+    )
+
+
+def load_model(path: Path) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+
+
+def learner_on(path: Path, **spec: object) -> GRPOLearner:
+    grpo = GRPOSpec(**{"learning_rate": 1e-2, "mini_batch_size": 1, **spec})  # type: ignore[arg-type]
+    return GRPOLearner(load_model(path), grpo, pad_token_id=0)
+
+
+def test_stale_groups_are_dropped_and_counted(tiny_model_dir: Path) -> None:
+    learner = learner_on(tiny_model_dir, max_staleness=1)
+    learner.counters.version = 3
+    assert learner.accepts(make_group(0, [1.0, 0.0], version=2))
+    assert learner.accepts(make_group(1, [1.0, 0.0], version=3))
+    assert not learner.accepts(make_group(2, [1.0, 0.0], version=1))
+    assert learner.counters.dropped_stale == 1
+    assert learner.is_done(2) and not learner.is_done(0)
+
+
+def test_zero_variance_groups_are_dropped_only_when_asked(tiny_model_dir: Path) -> None:
+    constant = make_group(0, [1.0, 1.0, 1.0])
+    assert learner_on(tiny_model_dir).accepts(constant)
+    filtering = learner_on(tiny_model_dir, filter_zero_variance=True)
+    assert not filtering.accepts(constant)
+    assert filtering.accepts(make_group(1, [1.0, 0.0, 1.0]))
+    assert filtering.counters.dropped_zero_variance == 1
+
+
+def test_dr_grpo_advantages_are_centred_not_scaled(tiny_model_dir: Path) -> None:
+    group = make_group(0, [1.0, 0.0, 0.0, 0.0])
+    (centred,) = learner_on(tiny_model_dir, loss="dr-grpo").advantages([group])
+    assert centred == pytest.approx([0.75, -0.25, -0.25, -0.25])
+    (scaled,) = learner_on(tiny_model_dir).advantages([group])
+    assert scaled == pytest.approx([0.75 / (0.5 + 1e-4), *[-0.25 / (0.5 + 1e-4)] * 3])
+
+
+def test_learner_logprobs_are_right_aligned_to_the_completion(tiny_model_dir: Path) -> None:
+    """Logprobs from the padded batch equal those of each sequence run alone, unpadded."""
+    model = load_model(tiny_model_dir)
+    groups = [make_group(0, [1.0, 0.0]), make_group(5, [0.0, 1.0], length=6)]
+    batch = collate_groups(groups, [[1.0, -1.0], [-1.0, 1.0]], 0, pad_token_id=0)
+    padded = completion_logprobs(model, batch)
+    row = 0
+    for group in groups:
+        for completion in group.completions:
+            ids = torch.tensor([group.prompt_token_ids + completion.token_ids])
+            logits = model(input_ids=ids).logits[0, len(group.prompt_token_ids) - 1 : -1]
+            alone = logits.log_softmax(-1).gather(-1, ids[0, -len(completion.token_ids) :, None])
+            n = len(completion.token_ids)
+            torch.testing.assert_close(padded[row, :n], alone[:, 0], rtol=1e-4, atol=1e-4)
+            assert batch.completion_mask[row].sum() == n
+            row += 1
+
+
+def test_micro_batches_accumulate_to_the_full_batch_step(tiny_model_dir: Path) -> None:
+    groups = [make_group(i, [1.0, 0.0, 0.0, 1.0][i % 2 :] + [0.5] * (i % 2)) for i in range(4)]
+    one_by_one = learner_on(tiny_model_dir, mini_batch_size=1)
+    all_at_once = learner_on(tiny_model_dir, mini_batch_size=4)
+    first = one_by_one.train_step(groups)
+    second = all_at_once.train_step(groups)
+    assert first.loss == pytest.approx(second.loss, abs=1e-6)
+    assert first.grad_norm == pytest.approx(second.grad_norm, rel=1e-4)
+    for a, b in zip(one_by_one.model.parameters(), all_at_once.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # Adam: update ≈ lr = 1e-2
+    assert first.version == second.version == 1
+    assert first.samples == sum(len(g.completions) for g in groups)
+
+
+def test_on_policy_tokens_ignore_engine_logprobs_and_stale_ones_are_reweighted(
+    tiny_model_dir: Path,
+) -> None:
+    """Staleness 0: w is exactly 1 whatever the engine reported. Staleness 1 with behaviour
+    logprobs far below the learner's: w = exp(prox − behav) is truncated at the cap."""
+    fresh = learner_on(tiny_model_dir, max_staleness=2, importance_weight_cap=2.0)
+    metrics = fresh.train_step([make_group(0, [1.0, 0.0], logprob=-50.0)])
+    assert metrics.importance_weight_mean == pytest.approx(1.0)
+    assert metrics.truncated_fraction == 0.0
+    assert metrics.staleness == {0: 2}
+
+    stale = learner_on(tiny_model_dir, max_staleness=2, importance_weight_cap=2.0)
+    stale.counters.version = 1
+    metrics = stale.train_step([make_group(0, [1.0, 0.0], version=0, logprob=-50.0)])
+    assert metrics.importance_weight_mean == pytest.approx(2.0)
+    assert metrics.truncated_fraction == 1.0
+    assert metrics.staleness == {1: 2}
+    assert metrics.version == 2
+
+
+def test_checkpoint_round_trip_restores_weights_optimizer_and_counters(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    learner = learner_on(tiny_model_dir)
+    learner.train_step([make_group(0, [1.0, 0.0]), make_group(1, [0.0, 1.0])])
+    learner.counters.dropped_stale = 3
+    folder = learner.save_checkpoint(tmp_path)
+    assert latest_checkpoint(tmp_path) == folder
+    twin = learner_on(tiny_model_dir)
+    twin.load_checkpoint(folder)
+    assert twin.version == 1 and twin.counters.dropped_stale == 3
+    assert twin.is_done(0) and twin.is_done(1) and not twin.is_done(2)
+    for a, b in zip(learner.model.parameters(), twin.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    # the same next step from both: optimizer moments and schedule came back too
+    step = [make_group(2, [1.0, 0.0]), make_group(3, [1.0, 0.0])]
+    learner.train_step(step)
+    twin.train_step(step)
+    for a, b in zip(learner.model.parameters(), twin.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_only_the_newest_checkpoints_are_kept(tiny_model_dir: Path, tmp_path: Path) -> None:
+    learner = learner_on(tiny_model_dir)
+    for index in range(3):
+        learner.train_step([make_group(index, [1.0, 0.0])])
+        learner.save_checkpoint(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-000002", "step-000003"]
+    assert latest_checkpoint(tmp_path) == tmp_path / "step-000003"
+
+
+def test_group_round_trips_through_its_queue_message() -> None:
+    group = make_group(4, [1.0, 0.0], version=3)
+    back = Group.from_proto(Group.from_proto(group.to_proto("run")).to_proto("run"))
+    assert back.group_id == "p4" and back.prompt_index == 4 and back.policy_version == 3
+    assert back.problem == group.problem  # Struct numbers come back as ints
+    assert [c.token_ids for c in back.completions] == [c.token_ids for c in group.completions]
+    assert back.rewards == group.rewards
+    assert back.completions[0].logprobs == pytest.approx(group.completions[0].logprobs)
