@@ -87,6 +87,7 @@ def sft_config(spec: SFTSpec, out: Path, seed: int, use_cpu: bool) -> Any:
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
         save_steps=spec.save_steps,
         save_strategy="steps",
+        save_total_limit=2,
         completion_only_loss=True,
         seed=seed,
         data_seed=seed,
