@@ -8,17 +8,72 @@ from typing import Annotated, Any
 
 import typer
 
-from skillfactory.cli.data import load_spec_or_exit, run_data_stage
-from skillfactory.cli.validate import EXIT_INVALID
-from skillfactory.runspec import RunSpec
+from skillfactory.cli.data import load_spec_or_exit
 
-STAGE_RUNNERS = {"data": run_data_stage}
-"""Stages this build can run; SFT, GRPO and eval join as they land."""
+MODEL_NAMES = {"base": "Base", "sft": "SFT", "grpo": "GRPO"}
 
 
-def missing_stages(spec: RunSpec) -> list[str]:
-    """Stages the spec asks for that this build cannot run."""
-    return [stage for stage in spec.stages if stage not in STAGE_RUNNERS]
+def method_names(baseline: str, labels: list[str]) -> dict[str, str]:
+    """Row names of the comparison table: GRPO after SFT reads SFT→GRPO."""
+    names = {label: MODEL_NAMES.get(label, label) for label in labels}
+    if "grpo" in names and baseline != "rl-only":
+        names["grpo"] = "STaR-SFT→GRPO" if baseline == "star" else "SFT→GRPO"
+    if "sft" in names and baseline == "star":
+        names["sft"] = "STaR-SFT"
+    return names
+
+
+def comparison_table(summary: dict[str, Any], baseline: str) -> Any:
+    """One row per model: accuracy by task group, #Ans, #Ref and verdict F1 (overall means)."""
+    from rich.table import Table
+
+    names = method_names(baseline, list(summary))
+    table = Table(title=f"{' / '.join(names.values())} on held-out problems")
+    groups = [g for g in ("in_domain", "harder", "out_of_domain", "overall") if any(
+        g in model["groups"] for model in summary.values())]  # fmt: skip
+    table.add_column("model")
+    for group in groups:
+        table.add_column(f"accuracy {group.replace('_', '-')}", justify="right")
+    for column in ("#Ans", "#Ref", "verdict F1 correct", "verdict F1 incorrect"):
+        table.add_column(column, justify="right")
+    for label, name in names.items():
+        model_groups = summary[label]["groups"]
+        overall = model_groups.get("overall", {})
+        table.add_row(
+            name,
+            *(f"{model_groups[g]['accuracy']:.3f}" if g in model_groups else "–" for g in groups),
+            f"{overall.get('n_answers', 0.0):.2f}",
+            f"{overall.get('n_reflections', 0.0):.2f}",
+            f"{overall.get('verdict_f1_correct', 0.0):.3f}",
+            f"{overall.get('verdict_f1_incorrect', 0.0):.3f}",
+        )
+    return table
+
+
+def progress_printer() -> Any:
+    """An event callback that prints one line per stage event on stderr."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def on_event(stage: str, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "started":
+            console.print(f"[bold]{stage}[/] started")
+        elif kind == "progress":
+            console.print(f"{stage}: {event['done']}/{event['total']} problems")
+        elif kind == "step":
+            console.print(
+                f"grpo: version {event['version']} · reward {event['reward_mean']:.3f} · "
+                f"loss {event['loss']:+.4f} · staleness {event['staleness']} · "
+                f"{event['seconds']:.1f} s"
+            )
+        elif kind == "task":
+            console.print(f"eval: {event['model']} · {event['task']}: {event['accuracy']:.3f}")
+        elif kind == "finished":
+            console.print(f"[bold]{stage}[/] finished in {event['seconds']:.0f} s")
+
+    return on_event
 
 
 def run(
@@ -27,20 +82,28 @@ def run(
         Path | None, typer.Option("--output-dir", help="Override the spec's output_dir.")
     ] = None,
 ) -> None:
-    """Run the spec's stages in order; refuses up front a stage this build does not have."""
+    """Run the spec's stages in order (data → sft → grpo → eval); resumes an interrupted run."""
     run_spec = load_spec_or_exit(spec, output_dir)
-    missing = missing_stages(run_spec)
-    if missing:
+    from rich.console import Console
+
+    from skillfactory.stages.pipeline import RESULT_FILE, Pipeline
+    from skillfactory.train.sft import EmptySFTDataset
+
+    pipeline = Pipeline(run_spec, on_event=progress_printer())
+    try:
+        results = pipeline.run()
+    except EmptySFTDataset as error:
         typer.echo(
-            f"stages: {', '.join(missing)} cannot run in this build (available: "
-            f"{', '.join(STAGE_RUNNERS)}); list only those under `stages:` in {spec}",
+            f"sft: {error}. Stage 1 composed no silver trace: sample more problems or samples "
+            "(data.num_problems, data.samples_per_variant), or set sft.dataset.",
             err=True,
         )
-        raise typer.Exit(EXIT_INVALID)
-    results: dict[str, Any] = {}
-    for stage in run_spec.stages:
-        results[stage] = STAGE_RUNNERS[stage](run_spec)
-    typer.echo(json.dumps(results, indent=2, sort_keys=True))
+        raise typer.Exit(1) from None
+    if "eval" in results:
+        Console().print(comparison_table(results["eval"], run_spec.baseline))
+    else:
+        typer.echo(json.dumps(results, indent=2, sort_keys=True, default=str))
+    typer.echo(f"run written to {pipeline.dir} ({RESULT_FILE})", err=True)
 
 
 def register(app: typer.Typer) -> None:

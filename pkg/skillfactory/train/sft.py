@@ -106,17 +106,19 @@ def sft_trainer(
     """A TRL `SFTTrainer` for `model` (a local HF folder) on prompt/completion pairs."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTTrainer
 
     use_cpu = not torch.cuda.is_available()
     dtype = torch.float32 if use_cpu else torch.bfloat16
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype),
         args=sft_config(spec, out, seed, use_cpu),
         train_dataset=Dataset.from_list(pairs),
         processing_class=AutoTokenizer.from_pretrained(str(model)),
     )
+    trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; the log history keeps them
+    return trainer
 
 
 def run_sft(
