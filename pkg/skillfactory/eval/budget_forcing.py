@@ -5,10 +5,13 @@ A response is first generated with at most B1 tokens. When it stopped by itself 
 `</think>` on is dropped) or, without `</think>`, appended; the model then continues that text as
 its own assistant message, so that it writes another sample of the answer.
 
-Token accounting is conservative, so a forced response never exceeds B2 tokens: it is charged
-every token of the first response (also those after `</think>`, which are dropped), an upper bound
-on the trigger's tokens (its UTF-8 bytes: a byte-level token is at least one byte) and every
-continuation token. The continuation may generate what is left, rounded down to a multiple of
+Token accounting: a forced response is charged the tokens of the text the model continues (the
+kept first response and the trigger, as the engine tokenizes them: the prompt tokens of the
+continuation minus those of the original prompt) plus every continuation token, and this never
+exceeds B2. The kept tokens are measured by a one-token greedy probe of the continuation prompts,
+since re-tokenized text need not have the token count it was generated with. An engine that
+reports no prompt token ids is charged a bound instead: all first-response tokens plus the
+trigger's UTF-8 bytes. The continuation may generate what is left, rounded down to a multiple of
 B2 / 16 so that the continuations share a few engine calls instead of one call each.
 """
 
@@ -27,7 +30,7 @@ TRIGGER = "<sample>\n"
 SEPARATOR = "\n"
 """Put before the trigger when the kept text does not end a line."""
 TRIGGER_TOKENS = len((SEPARATOR + TRIGGER).encode("utf-8"))
-"""Upper bound on the tokens the inserted text adds."""
+"""Tokens charged for the inserted text when the engine reports no prompt token ids."""
 BUCKETS = 16
 """Continuation budgets are rounded down to a multiple of B2 / BUCKETS."""
 
@@ -44,7 +47,7 @@ class ForcedSample:
     text: str
     """The final response: the forced text and its continuation, or `first_text` if not forced."""
     tokens: int
-    """Tokens charged against B2 (see the module docstring); equals `first_tokens` if not forced."""
+    """Tokens charged against B2 (see the module docstring); `first_tokens` if not forced."""
     forced: bool
 
 
@@ -58,25 +61,30 @@ def forced_text(response: str) -> str:
     return kept + TRIGGER
 
 
-def continuation_budget(first_tokens: int, total_budget: int) -> int:
-    """Most tokens a continuation may generate after a first response of `first_tokens` tokens,
-    rounded down to a bucket; 0 means there is no room to force."""
-    room = total_budget - first_tokens - TRIGGER_TOKENS
+def continuation_budget(used_tokens: int, total_budget: int) -> int:
+    """Most tokens a continuation may generate after `used_tokens` (kept text and trigger),
+    rounded down to a bucket; 0 or less means there is no room to force."""
+    room = total_budget - used_tokens
     step = max(1, total_budget // BUCKETS)
     return room if room < step else room - room % step
-
-
-def should_force(first: Completion, total_budget: int) -> bool:
-    """Whether a first response is forced: it stopped by itself and there is room left."""
-    return (
-        first.finish_reason == "stop"
-        and continuation_budget(len(first.token_ids), total_budget) > 0
-    )
 
 
 def continuation_prompt(prompt: Sequence[ChatMessage], response: str) -> list[ChatMessage]:
     """The chat to continue: the original prompt and the forced assistant text."""
     return [*prompt, {"role": "assistant", "content": forced_text(response)}]
+
+
+def used_tokens(
+    engine: Engine, chats: Sequence[Sequence[ChatMessage]], first: Sequence[Completion]
+) -> list[int]:
+    """Tokens of the kept text and trigger of each chat (see the module docstring)."""
+    probes = engine.generate(chats, SamplingParams(temperature=0.0, max_tokens=1))
+    used: list[int] = []
+    for probe, sample in zip(probes, first, strict=True):
+        continued, original = len(probe[0].prompt_token_ids), len(sample.prompt_token_ids)
+        exact = continued > 0 and original > 0
+        used.append(continued - original if exact else len(sample.token_ids) + TRIGGER_TOKENS)
+    return used
 
 
 def force_budget(
@@ -86,28 +94,51 @@ def force_budget(
     params: SamplingParams,
     total_budget: int,
 ) -> list[list[ForcedSample]]:
-    """Force every first response that stopped by itself; `first[i]` are the samples of
-    `prompts[i]`, generated with at most B1 tokens. `params` gives temperature, top-p and seed of
-    the continuations (its `n` and `max_tokens` are replaced)."""
-    by_budget: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for i, samples in enumerate(first):
-        for j, sample in enumerate(samples):
-            if should_force(sample, total_budget):
-                budget = continuation_budget(len(sample.token_ids), total_budget)
-                by_budget[budget].append((i, j))
-    continued: dict[tuple[int, int], Completion] = {}
-    for budget, keys in sorted(by_budget.items()):
-        chats = [continuation_prompt(prompts[i], first[i][j].text) for i, j in keys]
-        seed = None if params.seed is None else _bucket_seed(params.seed, budget)
-        outputs = engine.generate(chats, replace(params, n=1, max_tokens=budget, seed=seed))
-        continued.update(zip(keys, (out[0] for out in outputs), strict=True))
+    """Force every first response that stopped by itself (finish "stop", not "length") while
+    there is room under `total_budget`; `first[i]` are the samples of `prompts[i]`, generated with
+    at most B1 tokens. `params` gives temperature, top-p and seed of the continuations (its `n`
+    and `max_tokens` are replaced)."""
+    stopped = [
+        (i, j)
+        for i, row in enumerate(first)
+        for j, s in enumerate(row)
+        if s.finish_reason == "stop"
+    ]
+    chats = [continuation_prompt(prompts[i], first[i][j].text) for i, j in stopped]
+    used = used_tokens(engine, chats, [first[i][j] for i, j in stopped]) if stopped else []
+    continued = continue_within_budget(engine, chats, used, params, total_budget)
+    outcome = dict(zip(stopped, zip(continued, used, strict=True), strict=True))
     return [
-        [_forced_sample(sample, continued.get((i, j))) for j, sample in enumerate(samples)]
-        for i, samples in enumerate(first)
+        [_forced_sample(sample, *outcome.get((i, j), (None, 0))) for j, sample in enumerate(row)]
+        for i, row in enumerate(first)
     ]
 
 
-def _forced_sample(first: Completion, continuation: Completion | None) -> ForcedSample:
+def continue_within_budget(
+    engine: Engine,
+    chats: Sequence[Sequence[ChatMessage]],
+    used: Sequence[int],
+    params: SamplingParams,
+    total_budget: int,
+) -> list[Completion | None]:
+    """One continuation of each chat that has room left (None for the others), generated in one
+    engine call per budget bucket."""
+    buckets: dict[int, list[int]] = defaultdict(list)
+    for index, tokens in enumerate(used):
+        budget = continuation_budget(tokens, total_budget)
+        if budget > 0:
+            buckets[budget].append(index)
+    continued: list[Completion | None] = [None] * len(chats)
+    for budget, members in sorted(buckets.items()):
+        seed = None if params.seed is None else _bucket_seed(params.seed, budget)
+        bucket_params = replace(params, n=1, max_tokens=budget, seed=seed)
+        outputs = engine.generate([chats[m] for m in members], bucket_params)
+        for member, output in zip(members, outputs, strict=True):
+            continued[member] = output[0]
+    return continued
+
+
+def _forced_sample(first: Completion, continuation: Completion | None, used: int) -> ForcedSample:
     first_tokens = len(first.token_ids)
     if continuation is None:
         return ForcedSample(
@@ -118,7 +149,7 @@ def _forced_sample(first: Completion, continuation: Completion | None) -> Forced
         first_tokens=first_tokens,
         first_finish=first.finish_reason,
         text=forced_text(first.text) + continuation.text,
-        tokens=first_tokens + TRIGGER_TOKENS + len(continuation.token_ids),
+        tokens=used + len(continuation.token_ids),
         forced=True,
     )
 

@@ -229,10 +229,12 @@ def test_budget_forcing_reports_accuracy_with_and_without(tmp_path: Path) -> Non
     engine = ScriptedEngine(finish="stop")
     summary = evaluate(spec, {"base": "m"}, tmp_path, engine_factory=lambda _: engine)
     result = summary["base"]["tasks"]["multiplication-2"]["budget_forcing"]
-    # B1 equals max_tokens: the plain responses are the first ones, so one call for them, then one
-    # per continuation budget (30- and 10-token responses: 128 - 30 - 10 = 88 and 108 rounded down
-    # to 104); every continuation answers right.
-    assert [params.max_tokens for _, params in engine.calls] == [64, 128 - 30 - TRIGGER_TOKENS, 104]
+    # B1 equals max_tokens: the plain responses are the first ones, so one call for them, a probe
+    # (the fake reports no prompt token ids, so every first token and the trigger's bytes are
+    # charged), then one call per continuation budget (30- and 10-token responses:
+    # 128 - 30 - 10 = 88 and 108 rounded down to 104); every continuation answers right.
+    budgets = [params.max_tokens for _, params in engine.calls]
+    assert budgets == [64, 1, 128 - 30 - TRIGGER_TOKENS, 104]
     assert (result["accuracy_without"], result["accuracy_with"], result["difference"]) == (
         0.5,
         1.0,
@@ -254,7 +256,7 @@ def test_budget_forcing_with_its_own_first_budget(tmp_path: Path) -> None:
     spec = _spec(tasks=["multiplication-2"], budget_forcing=forcing)
     engine = ScriptedEngine(finish="stop")
     summary = evaluate(spec, {"base": "m"}, tmp_path, engine_factory=lambda _: engine)
-    assert [params.max_tokens for _, params in engine.calls][:2] == [64, 32]
+    assert [params.max_tokens for _, params in engine.calls][:3] == [64, 32, 1]
     # 30-token first responses leave no room under B2 = 40; only the 10-token ones are forced.
     assert summary["base"]["tasks"]["multiplication-2"]["budget_forcing"]["forced_share"] == 0.5
 
