@@ -16,9 +16,10 @@ learner accepted (`accepts`: not staler than `max_staleness`, and not of constan
    `max_staleness: 0` synchronous on-policy GRPO; staler tokens get w = min(π_prox/π_behav, cap);
 5. gradients are clipped to `max_grad_norm`, AdamW steps, and the version goes up by one.
 
-Under `torchrun` (a process group is initialised) each rank trains its share of the step's groups
-(`groups[rank::world]`) in a DistributedDataParallel model; every rank sees the same groups, so
-the normalisers stay global and the averaged gradient is the single-process one.
+Under `torchrun` (a process group is initialised) the model is sharded with FSDP2
+(`skillfactory.train.parallel`) and each rank trains its share of the step's groups
+(`groups[rank::world]`); every rank sees the same groups, so the loss normalisers stay global, and
+the gradient averaged over ranks is the single-process one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,15 @@ from skillfactory.group import Group
 from skillfactory.runspec import GRPOSpec
 from skillfactory.train.advantages import group_advantages
 from skillfactory.train.grpo_loss import GRPOLossConfig, grpo_policy_loss
+from skillfactory.train.parallel import (
+    full_optimizer_state,
+    full_state_dict,
+    gradient_sync,
+    load_full_optimizer_state,
+    load_full_state_dict,
+    shard_model,
+    world,
+)
 from skillfactory.train.rollout_batch import RolloutBatch, collate_groups, completion_logprobs
 from skillfactory.train.staleness import StalenessFilter
 
@@ -96,13 +105,6 @@ class StepMetrics:
         return data
 
 
-def world() -> tuple[int, int]:
-    """This process's rank and the world size (0, 1 without a process group)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def warmup_then_constant(warmup_steps: int) -> Any:
     """LR multiplier: linear warmup over `warmup_steps`, then constant."""
 
@@ -127,15 +129,12 @@ class GRPOLearner:
         if spec.kl_beta > 0 and ref_model is None:
             raise ValueError("grpo.kl_beta > 0 needs a reference model")
         self.spec = spec
-        self.model = model
-        self.ref_model = ref_model
+        self.rank, self.world_size = world()
+        self.model = shard_model(model)
+        self.ref_model = ref_model if ref_model is None else shard_model(ref_model)
         self.pad_token_id = pad_token_id
         self.loss_config = GRPOLossConfig.from_spec(spec)
         self.counters = counters or LearnerCounters()
-        self.rank, self.world_size = world()
-        self.trained: torch.nn.Module = model
-        if self.world_size > 1:
-            self.trained = torch.nn.parallel.DistributedDataParallel(model)
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=spec.learning_rate, weight_decay=0.0
         )
@@ -208,9 +207,7 @@ class GRPOLearner:
         batches = self.micro_batches(groups)
         sums: Counter[str] = Counter()
         for index, batch in enumerate(batches):
-            last = index == len(batches) - 1
-            sync = nullcontext() if last or self.world_size == 1 else self.trained.no_sync()  # type: ignore[operator]
-            with sync:
+            with gradient_sync(self.model, enabled=index == len(batches) - 1):
                 output = self._loss(batch, num_tokens, num_sequences)
                 (output.loss * self.world_size).backward()
             weight = batch.num_tokens / max(num_tokens, 1) * self.world_size
@@ -218,6 +215,8 @@ class GRPOLearner:
                 summed = name in ("loss", "policy_loss")  # already normalised by the step's totals
                 sums[name] += value * self.world_size if summed else value * weight
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+            grad_norm = grad_norm.full_tensor()
         learning_rate = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
@@ -226,7 +225,7 @@ class GRPOLearner:
         return self._finish_step(groups, totals, float(grad_norm), float(learning_rate), started)
 
     def _loss(self, batch: RolloutBatch, num_tokens: int, num_sequences: int) -> Any:
-        logprobs = completion_logprobs(self.trained, batch)
+        logprobs = completion_logprobs(self.model, batch)
         proximal = logprobs.detach()
         on_policy = (batch.staleness == 0).unsqueeze(1)
         behaviour = torch.where(on_policy, proximal, batch.behaviour_logprobs.to(proximal.dtype))
@@ -292,20 +291,23 @@ class GRPOLearner:
         )
 
     def weights(self) -> dict[str, Tensor]:
-        """The current weights, for engines (the model's own tensors: copy before changing them)."""
-        return dict(self.model.state_dict())
+        """The current full weights, for engines (every rank must call it under FSDP2). Without
+        sharding these are the model's own tensors: copy them before changing them."""
+        return full_state_dict(self.model)
 
     def save_checkpoint(self, root: str | Path, keep: int = 2) -> Path:
         """Write model, optimizer, scheduler, RNG and counters to `<root>/step-<version>`
         atomically (rank 0 only), point `<root>/latest` at it, keep the newest `keep`."""
         root = Path(root)
         final = root / f"step-{self.version:06d}"
+        weights = self.weights()
+        optimizer = full_optimizer_state(self.model, self.optimizer)
         if self.rank == 0:
             staging = root / f".step-{self.version:06d}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            self.model.save_pretrained(staging / MODEL_DIR)  # type: ignore[operator]
-            torch.save(self.optimizer.state_dict(), staging / "optimizer.pt")
+            self.model.save_pretrained(staging / MODEL_DIR, state_dict=weights)  # type: ignore[operator]
+            torch.save(optimizer, staging / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), staging / "scheduler.pt")
             torch.save(rng_state(), staging / "rng.pt")
             (staging / STATE_FILE).write_text(json.dumps(asdict(self.counters)) + "\n")
@@ -326,8 +328,9 @@ class GRPOLearner:
         state: dict[str, Tensor] = {}
         for shard in sorted((folder / MODEL_DIR).glob("*.safetensors")):
             state.update(load_file(str(shard), device=str(self.device)))
-        self.model.load_state_dict(state, strict=False)
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        load_full_state_dict(self.model, state)
+        optimizer = torch.load(folder / "optimizer.pt", weights_only=False)
+        load_full_optimizer_state(self.model, self.optimizer, optimizer)
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
         set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
         self.counters = LearnerCounters(**json.loads((folder / STATE_FILE).read_text()))
