@@ -8,9 +8,12 @@ responses to every held-out test problem (`held_out.py`) are sampled with the fi
   correctness, #Ans, #Ref, every verdict with the correctness of the sample it judges, tokens;
 - `<label>/<task>.budget_forcing.jsonl`: the same with budget forcing (when enabled), with the
   first response beside the forced one;
-- `<label>/aggregate.json`: per-task metrics and group averages of that model;
-- `summary.json`: `{label: {"tasks": {task: metrics}, "groups": {group: averages}}}` for every
-  label evaluated into this folder (a later call replaces the labels it evaluates, keeps others).
+- `<label>/aggregate.json`: `{"model": path, "tasks": {task: metrics}, "groups": {group:
+  averages}}` for that model; task metrics are accuracy, n_answers, n_reflections (means per
+  response), verdict_f1_correct, verdict_f1_incorrect, mean_tokens, truncated_share, the counts
+  behind them, and `budget_forcing` when enabled;
+- `summary.json`: `{label: <that label's aggregate>}` for every label evaluated into this folder
+  (a later call replaces the labels it evaluates and keeps the others).
 
 Groups are `in_domain` (stage 1's task), `harder` (the same family, larger size, e.g. countdown-4
 to 6 after countdown-3), `out_of_domain` (the rest) and `overall`; a group without tasks is left
