@@ -84,6 +84,12 @@ def _style(variant: str) -> str:
     return style
 
 
+def question_prompt(question: str) -> list[ChatMessage]:
+    """The question alone (it states its answer format), as the user turn of the silver traces:
+    the prompt of GRPO rollouts and of evaluation, so that every stage's model sees the same."""
+    return _user(question.strip())
+
+
 def solve_prompt(question: str, variant: str = DEFAULT_SOLVE_VARIANT) -> list[ChatMessage]:
     """The solve prompt of one variant for a question.
 

@@ -1,8 +1,9 @@
 """The evaluation harness: models × tasks → per-sample records, per-task metrics and a summary.
 
 For each model (by label: "base", "sft", "grpo", …) and each eval task, `samples_per_problem`
-responses to every held-out test problem (`held_out.py`) are sampled with the first solve prompt
-(plain step-by-step, the one `no-prompt-diversity` keeps) and graded. The output folder holds:
+responses to every held-out test problem (`held_out.py`) are sampled with the question alone as the
+user turn (`prompts.question_prompt`: what SFT traces and GRPO rollouts start from; every question
+states its answer format) and graded. The output folder holds:
 
 - `<label>/<task>.jsonl`: one record per sample: problem id, response, extracted answer,
   correctness, #Ans, #Ref, every verdict with the correctness of the sample it judges, tokens;
@@ -44,7 +45,7 @@ from skillfactory.eval.skill_metrics import (
     task_check,
 )
 from skillfactory.parsing import extract_answer
-from skillfactory.prompts import DEFAULT_SOLVE_VARIANT, solve_prompt
+from skillfactory.prompts import question_prompt
 from skillfactory.runspec import EvalSpec, RunSpec
 from skillfactory.tasks import Problem, get_task
 
@@ -52,8 +53,6 @@ EVAL_DIR = "eval"
 SUMMARY_FILE = "summary.json"
 AGGREGATE_FILE = "aggregate.json"
 BUDGET_FORCING_SUFFIX = ".budget_forcing.jsonl"
-PROMPT_VARIANT = DEFAULT_SOLVE_VARIANT
-"""The solve prompt of every eval question."""
 
 AVERAGED = (
     "accuracy",
@@ -162,7 +161,7 @@ def evaluate_task(
     engine: Engine, spec: RunSpec, task_name: str, problems: Sequence[Problem], out: Path
 ) -> dict[str, Any]:
     """Sample, grade and write one task for one model; returns the task's metrics."""
-    prompts = [solve_prompt(p.question, PROMPT_VARIANT) for p in problems]
+    prompts = [question_prompt(p.question) for p in problems]
     params = eval_params(spec.eval, task_seed(spec, task_name))
     completions = engine.generate(prompts, params) if prompts else []
     graded = [

@@ -121,6 +121,17 @@ class GRPOStage:
             learner.load_checkpoint(checkpoint)
         return learner
 
+    def split_cores(self) -> tuple[int | None, int | None]:
+        """Torch threads of the sampler and the learner. When they overlap on a CPU
+        (`max_staleness > 0`) the cores are split between them, so that two thread teams do not
+        fight over the same cores; synchronous runs take turns and keep the default."""
+        import torch
+
+        cores = torch.get_num_threads()
+        if self.spec.grpo.max_staleness == 0 or torch.cuda.is_available() or cores < 2:
+            return None, None
+        return cores // 2, cores - cores // 2
+
     def run(self, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Train until `grpo.steps` versions exist; returns the summary."""
         spec = self.spec.grpo
@@ -139,7 +150,9 @@ class GRPOStage:
             spec.max_staleness,
             version=learner.version,
             accepted=learner.counters.groups_trained,
+            limit=spec.steps * spec.prompts_per_step,
         )
+        sampler_threads, learner_threads = self.split_cores()
         sampler = Sampler(
             engine,
             self.score,
@@ -152,7 +165,9 @@ class GRPOStage:
             max_prompt_length=spec.max_prompt_length,
             seed=self.seed,
             run_id=self.spec.name,
+            threads=sampler_threads,
         )
+        restore_threads = set_threads(learner_threads)
         stop = threading.Event()
         thread = sampler.start(stop)
         steps_log = (self.out / STEPS_FILE).open("a")
@@ -205,6 +220,7 @@ class GRPOStage:
             thread.join(timeout=60)
             steps_log.close()
             engine.close()
+            set_threads(restore_threads)
         learner.model.save_pretrained(self.out / "model")
         self.tokenizer.save_pretrained(self.out / "model")
         summary = {
@@ -218,6 +234,17 @@ class GRPOStage:
         }
         (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+def set_threads(threads: int | None) -> int | None:
+    """Set this thread's torch threads; returns the previous count (None: nothing changed)."""
+    if threads is None:
+        return None
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return previous
 
 
 def engine_rows(spec: RunSpec) -> int:

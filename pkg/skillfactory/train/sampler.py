@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 from skillfactory.engines.base import ChatMessage, Completion, Engine, SamplingParams
 from skillfactory.group import Group
+from skillfactory.prompts import question_prompt
 from skillfactory.queue import Queue, put_message
 from skillfactory.tasks import Problem, Task, grade
 from skillfactory.train.staleness import AdmissionController
@@ -29,7 +30,7 @@ GROUPS_STREAM = "groups"
 
 def grpo_prompt(problem: Problem) -> list[ChatMessage]:
     """The chat a GRPO prompt is: the question alone, as in the silver traces' user turn."""
-    return [{"role": "user", "content": problem.question}]
+    return [{"role": m["role"], "content": m["content"]} for m in question_prompt(problem.question)]
 
 
 def correctness_reward(task: Task) -> Score:
@@ -86,6 +87,7 @@ class Sampler:
         max_prompt_length: int | None = None,
         seed: int = 0,
         run_id: str = "",
+        threads: int | None = None,
     ) -> None:
         if params.n < 2:
             raise ValueError("a GRPO group needs at least 2 completions (params.n)")
@@ -101,6 +103,8 @@ class Sampler:
         self.max_prompt_length = max_prompt_length
         self.seed = seed
         self.run_id = run_id
+        self.threads = threads
+        """Torch intra-op threads of the sampler's thread (None: the process default)."""
         self.groups_sampled = 0
         self.prompts_skipped = 0
         self.error: BaseException | None = None
@@ -132,6 +136,10 @@ class Sampler:
 
     def run(self, stop: threading.Event) -> None:
         """Sample until `stop` is set or admission closes; an error is kept in `self.error`."""
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)  # this thread's OpenMP team only
         try:
             while not stop.is_set():
                 admitted = self.admission.admit_blocking(self.prompts_per_call, timeout=0.2)

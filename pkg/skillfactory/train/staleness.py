@@ -71,14 +71,25 @@ class AdmissionController:
     - `on_version(v)` records the learner's new policy version (never goes back), raising the
       bound by `batch` per version.
 
-    Resuming a run passes the saved `version` and `accepted`; nothing is in flight then.
+    Resuming a run passes the saved `version` and `accepted`; nothing is in flight then. `limit`
+    caps `accepted + in_flight` for the whole run (`steps × batch`), so that no prompt is sampled
+    for a version that will never be trained.
     """
 
-    def __init__(self, batch: int, max_staleness: int, *, version: int = 0, accepted: int = 0):
+    def __init__(
+        self,
+        batch: int,
+        max_staleness: int,
+        *,
+        version: int = 0,
+        accepted: int = 0,
+        limit: int | None = None,
+    ):
         if batch < 1 or max_staleness < 0 or version < 0 or accepted < 0:
             raise ValueError("need batch ≥ 1 and non-negative max_staleness, version, accepted")
         self.batch = batch
         self.max_staleness = max_staleness
+        self.limit = limit
         self._version = version
         self._accepted = accepted
         self._in_flight = 0
@@ -108,6 +119,8 @@ class AdmissionController:
 
     def _capacity(self) -> int:
         bound = (self.max_staleness + self._version + 1) * self.batch
+        if self.limit is not None:
+            bound = min(bound, self.limit)
         return bound - self._accepted - self._in_flight
 
     def _admit(self, n: int) -> int:

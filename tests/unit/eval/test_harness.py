@@ -130,7 +130,10 @@ def test_aggregates_equal_hand_computed_values(tmp_path: Path) -> None:
     assert (params.n, params.max_tokens, params.temperature, params.top_p) == (2, 64, 0.7, 0.8)
     assert not isinstance(prompts[0], str)
     [message] = prompts[0]
-    assert "one step at a time" in str(message["content"])  # the first solve prompt
+    # the question alone, as SFT traces and GRPO rollouts see it (no solve-style instruction)
+    assert str(message["content"]).startswith("What is") and "one step at a time" not in str(
+        message["content"]
+    )
 
 
 def test_groups_average_their_tasks(tmp_path: Path) -> None:

@@ -132,3 +132,16 @@ def test_staleness_imports_no_torch() -> None:
     # A dispatcher imports admission control without the train extra.
     code = "import sys, skillfactory.train.staleness; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_run_limit_caps_admission_so_no_prompt_is_sampled_past_the_last_step() -> None:
+    admission = AdmissionController(batch=4, max_staleness=2, limit=8)  # 2 steps in all
+    assert admission.try_admit(100) == 8  # the staleness bound alone would allow 12
+    for _ in range(8):
+        admission.on_group_done(accepted=True)
+    admission.on_version(1)
+    assert admission.try_admit(1) == 0
+    resumed = AdmissionController(batch=4, max_staleness=2, version=1, accepted=4, limit=8)
+    assert resumed.try_admit(100) == 4
+    resumed.on_group_done(accepted=False)  # a rejected group frees its slot, within the limit
+    assert resumed.try_admit(100) == 1
