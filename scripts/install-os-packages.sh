@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the local cluster need, only when missing.
+# Installs the Debian packages the tests and the local cluster need, only when missing:
+# redis-server (Redis Streams queue tests), chromium (headless screenshot of `skillfactory report`).
 set -euo pipefail
-packages=(redis-server)
+packages=(redis-server chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
