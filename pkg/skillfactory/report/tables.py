@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skillfactory.report.collect import ModelEval, Run
+from skillfactory.report.collect import SKIPPED_STAGES, ModelEval, Run
 
 GROUPS = ("in_domain", "harder", "out_of_domain", "overall")
 GROUP_NAMES = {
@@ -64,7 +64,6 @@ def runs_table(runs: Sequence[Run]) -> Table:
     """Which runs the report covers and the spec of each."""
     rows = []
     for run in runs:
-        stages = run.spec.get("stages")
         times = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in run.seconds.items())
         rows.append(
             [
@@ -73,13 +72,23 @@ def runs_table(runs: Sequence[Run]) -> Table:
                 run.baseline,
                 run.model,
                 run.task,
-                ", ".join(map(str, stages)) if isinstance(stages, list) else NONE,
+                planned_stages(run),
                 ", ".join(model.method for model in run.evals) or NONE,
                 times or NONE,
             ]
         )
     columns = ["run", "folder", "baseline", "model", "task", "stages", "evaluated", "stage times"]
     return Table("Runs and their specs", columns, rows)
+
+
+def planned_stages(run: Run) -> str:
+    """The spec's stages that the run's baseline runs, naming the ones it skips."""
+    stages = run.spec.get("stages")
+    if not isinstance(stages, list):
+        return NONE
+    skipped = [s for s in stages if s in SKIPPED_STAGES.get(run.baseline, ())]
+    kept = ", ".join(str(s) for s in stages if s not in skipped)
+    return f"{kept} ({run.baseline} skips {', '.join(skipped)})" if skipped else kept
 
 
 def accuracy_table(runs: Sequence[Run]) -> Table:

@@ -131,4 +131,13 @@ def test_training_and_runs_tables(tmp_path: Path) -> None:
     assert cells["GRPO reward mean · last step"] == "0.300"
     assert training_table(read_run(tmp_path / "nothing")) is None
     runs = runs_table([run])
-    assert runs.rows[0][:5] == ["sf", str(run.path), "skillfactory", "/models/tiny", "countdown-3"]
+    assert runs.rows[0][:6] == [
+        "sf",
+        str(run.path),
+        "skillfactory",
+        "/models/tiny",
+        "countdown-3",
+        "data, sft, grpo, eval",
+    ]
+    rl_only = runs_table([read_run(build_run(tmp_path, "rl", "rl-only"))])
+    assert rl_only.rows[0][5] == "grpo, eval (rl-only skips data, sft)"
