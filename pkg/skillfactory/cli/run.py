@@ -23,18 +23,29 @@ def method_names(baseline: str, labels: list[str]) -> dict[str, str]:
     return names
 
 
+GROUP_HEADERS = {
+    "in_domain": "acc in-dom",
+    "harder": "acc harder",
+    "out_of_domain": "acc OOD",
+    "overall": "acc all",
+}
+
+
 def comparison_table(summary: dict[str, Any], baseline: str) -> Any:
     """One row per model: accuracy by task group, #Ans, #Ref and verdict F1 (overall means)."""
     from rich.table import Table
 
     names = method_names(baseline, list(summary))
-    table = Table(title=f"{' / '.join(names.values())} on held-out problems")
-    groups = [g for g in ("in_domain", "harder", "out_of_domain", "overall") if any(
-        g in model["groups"] for model in summary.values())]  # fmt: skip
+    table = Table(
+        title=f"{' / '.join(names.values())} on held-out problems",
+        caption="accuracy per task group (in-domain, harder, out-of-domain, all); #Ans, #Ref "
+        "and verdict F1 (correct ✓ / incorrect ✗) averaged over all eval tasks",
+    )
+    groups = [g for g in GROUP_HEADERS if any(g in model["groups"] for model in summary.values())]
     table.add_column("model")
     for group in groups:
-        table.add_column(f"accuracy {group.replace('_', '-')}", justify="right")
-    for column in ("#Ans", "#Ref", "verdict F1 correct", "verdict F1 incorrect"):
+        table.add_column(GROUP_HEADERS[group], justify="right")
+    for column in ("#Ans", "#Ref", "F1 ✓", "F1 ✗"):
         table.add_column(column, justify="right")
     for label, name in names.items():
         model_groups = summary[label]["groups"]

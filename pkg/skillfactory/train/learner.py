@@ -224,14 +224,19 @@ class GRPOLearner:
         totals = self._all_reduce(sums)
         return self._finish_step(groups, totals, float(grad_norm), float(learning_rate), started)
 
+    def _mixed_precision(self) -> Any:
+        """bf16 autocast on GPUs (fp32 master weights and optimizer); nothing on CPU."""
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
     def _loss(self, batch: RolloutBatch, num_tokens: int, num_sequences: int) -> Any:
-        logprobs = completion_logprobs(self.model, batch)
+        with self._mixed_precision():
+            logprobs = completion_logprobs(self.model, batch)
         proximal = logprobs.detach()
         on_policy = (batch.staleness == 0).unsqueeze(1)
         behaviour = torch.where(on_policy, proximal, batch.behaviour_logprobs.to(proximal.dtype))
         ref = None
         if self.ref_model is not None:
-            with torch.no_grad():
+            with torch.no_grad(), self._mixed_precision():
                 ref = completion_logprobs(self.ref_model, batch)
         return grpo_policy_loss(
             logprobs,

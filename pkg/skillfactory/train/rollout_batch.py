@@ -5,12 +5,18 @@ prompt `P`, followed by its completion, right-padded to the longest completion `
 only needs the last `C + 1` positions' logits (`logits_to_keep`), which keeps the `[B, C, vocab]`
 logits tensor, the learner's largest, as small as it can be. Position ids count real tokens only,
 so a left-padded prompt sees the same positions as unpadded.
+
+The completions of a group share their prompt, so the prompt is run once per group
+(`shared_prefix_logprobs`): its KV cache, which carries the gradient, is repeated for the group's
+completions, which then attend to it. The result is the same as running every full sequence
+(tested), with `G·P + B·C` tokens through the model instead of `B·(P + C)`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,6 +46,12 @@ class RolloutBatch:
     """`[B]` group-normalised advantage of each completion."""
     rewards: Tensor
     """`[B]` reward of each completion."""
+    prompt_ids: Tensor
+    """`[G, P]` each group's prompt, left-padded (rows of a group are consecutive)."""
+    prompt_mask: Tensor
+    """`[G, P]` 1 on real prompt tokens."""
+    group_size: int
+    """Completions per group when every group has the same number, else 0."""
 
     @property
     def num_tokens(self) -> int:
@@ -48,7 +60,10 @@ class RolloutBatch:
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         """The same batch on `device`."""
-        return RolloutBatch(**{k: v.to(device) for k, v in vars(self).items()})
+        moved: dict[str, Any] = {
+            k: v.to(device) if isinstance(v, Tensor) else v for k, v in vars(self).items()
+        }
+        return RolloutBatch(**moved)
 
 
 def collate_groups(
@@ -95,6 +110,8 @@ def collate_groups(
         completion_mask[row, : len(tokens)] = 1
         behaviour_logprobs[row, : len(logprobs)] = torch.tensor(logprobs, dtype=torch.float32)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    sizes = {len(group.completions) for group in groups}
+    firsts = [sum(len(g.completions) for g in groups[:i]) for i in range(len(groups))]
     return RolloutBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -105,6 +122,9 @@ def collate_groups(
         staleness=torch.tensor(staleness, dtype=torch.long),
         advantages=torch.tensor(flat_advantages, dtype=torch.float32),
         rewards=torch.tensor(rewards, dtype=torch.float32),
+        prompt_ids=input_ids[firsts, :prompt_len],
+        prompt_mask=attention_mask[firsts, :prompt_len],
+        group_size=sizes.pop() if len(sizes) == 1 else 0,
     )
 
 
@@ -123,7 +143,14 @@ def selected_logprobs(logits: Tensor, token_ids: Tensor) -> Tensor:
 
 def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
     """`[B, C]` logprobs of the completion tokens under `model` (raw logits, temperature 1, as
-    the engines report them)."""
+    the engines report them): prompts once per group when the groups allow it."""
+    if batch.group_size > 1:
+        return shared_prefix_logprobs(model, batch)
+    return full_sequence_logprobs(model, batch)
+
+
+def full_sequence_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
+    """`[B, C]` completion logprobs from one forward pass over every full sequence."""
     completion_len = batch.completion_ids.shape[1]
     output = model(
         input_ids=batch.input_ids,
@@ -133,4 +160,30 @@ def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
         use_cache=False,
     )
     logits = output.logits[:, :-1, :]
+    return selected_logprobs(logits, batch.completion_ids)
+
+
+def shared_prefix_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
+    """`[B, C]` completion logprobs with each group's prompt run once: the prompt pass returns
+    its KV cache (with gradient) and the last prompt position's logits (which predict the first
+    completion token); both are repeated `group_size` times and the completions run on top."""
+    prompt_len = batch.prompt_ids.shape[1]
+    prompt = model(
+        input_ids=batch.prompt_ids,
+        attention_mask=batch.prompt_mask,
+        position_ids=batch.position_ids[:: batch.group_size, :prompt_len],
+        logits_to_keep=1,
+        use_cache=True,
+    )
+    cache = prompt.past_key_values
+    cache.batch_repeat_interleave(batch.group_size)
+    output = model(
+        input_ids=batch.completion_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids[:, prompt_len:],
+        past_key_values=cache,
+        use_cache=True,
+    )
+    first = prompt.logits[:, -1:, :].repeat_interleave(batch.group_size, dim=0)
+    logits = torch.cat([first, output.logits[:, :-1, :]], dim=1)
     return selected_logprobs(logits, batch.completion_ids)

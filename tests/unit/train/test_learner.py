@@ -172,3 +172,33 @@ def test_group_round_trips_through_its_queue_message() -> None:
     assert [c.token_ids for c in back.completions] == [c.token_ids for c in group.completions]
     assert back.rewards == group.rewards
     assert back.completions[0].logprobs == pytest.approx(group.completions[0].logprobs)
+
+
+def test_shared_prefix_forward_equals_full_sequences_in_value_and_gradient(
+    tiny_model_dir: Path,
+) -> None:
+    """The prompt run once per group (KV cache repeated) gives the logprobs and the parameter
+    gradients of running every full sequence, with ragged prompts and completions."""
+    from skillfactory.train.rollout_batch import full_sequence_logprobs, shared_prefix_logprobs
+
+    groups = [make_group(0, [1.0, 0.0, 1.0]), make_group(3, [0.0, 1.0, 1.0], length=7)]
+    groups[1].prompt_token_ids = [9, 5, 6, 7, 8]  # a longer prompt: left padding in the batch
+    for completion in groups[1].completions:
+        completion.prompt_token_ids = groups[1].prompt_token_ids
+    batch = collate_groups(groups, [[1.0, -1.0, 0.5]] * 2, 0, pad_token_id=0)
+    assert batch.group_size == 3 and batch.prompt_ids.shape == (2, 5)
+    model = load_model(tiny_model_dir)
+    weights = torch.randn(batch.completion_ids.shape)
+
+    def value_and_grads(fn: object) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        logprobs = fn(model, batch)  # type: ignore[operator]
+        (logprobs * weights * batch.completion_mask).sum().backward()
+        return logprobs.detach(), [p.grad.clone() for p in model.parameters()]
+
+    full, full_grads = value_and_grads(full_sequence_logprobs)
+    shared, shared_grads = value_and_grads(shared_prefix_logprobs)
+    mask = batch.completion_mask.bool()
+    torch.testing.assert_close(shared[mask], full[mask], rtol=1e-4, atol=1e-5)
+    for a, b in zip(shared_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
