@@ -18,11 +18,13 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
 venv: $(STAMP)
 
-# The main job: prepare SmolLM2-135M-Instruct from its offline GGUF, then build a silver dataset
-# (stage 1) with examples/quickstart.yaml and print one trace. About 5 minutes on 2 cores.
+# The main job: prepare SmolLM2-135M-Instruct from its offline GGUF, then run the whole method
+# with examples/quickstart.yaml (data → SFT → GRPO → eval, table Base / SFT / SFT→GRPO) and write
+# the report. About 10 minutes on 2 cores.
 quickstart: venv
 	OMP_NUM_THREADS=2 $(VENV)/bin/skillfactory models prepare smollm2-135m-instruct
-	OMP_NUM_THREADS=2 $(VENV)/bin/skillfactory data examples/quickstart.yaml --show 1
+	OMP_NUM_THREADS=2 $(VENV)/bin/skillfactory run examples/quickstart.yaml
+	$(VENV)/bin/skillfactory report runs/quickstart
 
 # torch first (the CPU build lies on this kind of machine's disk), then the project with a
 # constraint that keeps it. Re-runs are no-ops until pyproject.toml or constraints.txt change.

@@ -89,7 +89,7 @@ def test_run_chains_every_stage_and_prints_the_comparison(
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert set(summary) == {"base", "sft", "grpo"}
     assert set(summary["grpo"]["tasks"]) == {"countdown-3", "countdown-4"}
-    for label in ("Base", "SFT", "SFT→GRPO"):
+    for label in ("base", "SFT", "SFT→GRPO"):
         assert label in result.output
     record = json.loads((run / "run.json").read_text())
     assert set(record["seconds"]) == {"data", "sft", "grpo", "eval"}
@@ -110,7 +110,7 @@ def test_rl_only_runs_grpo_from_the_base_model(tiny_model_dir: Path, tmp_path: P
     assert not (run / "data").exists() and not (run / "sft").exists()
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert set(summary) == {"base", "grpo"}
-    assert "SFT→GRPO" not in result.output and "GRPO" in result.output
+    assert "SFT→GRPO" not in result.output and "rl-only GRPO" in result.output
 
 
 def test_baselines_change_the_chain() -> None:

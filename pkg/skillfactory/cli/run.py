@@ -9,19 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from skillfactory.cli.data import load_spec_or_exit
-
-MODEL_NAMES = {"base": "Base", "sft": "SFT", "grpo": "GRPO"}
-
-
-def method_names(baseline: str, labels: list[str]) -> dict[str, str]:
-    """Row names of the comparison table: GRPO after SFT reads SFT→GRPO."""
-    names = {label: MODEL_NAMES.get(label, label) for label in labels}
-    if "grpo" in names and baseline != "rl-only":
-        names["grpo"] = "STaR-SFT→GRPO" if baseline == "star" else "SFT→GRPO"
-    if "sft" in names and baseline == "star":
-        names["sft"] = "STaR-SFT"
-    return names
-
+from skillfactory.runspec import RunSpec
 
 GROUP_HEADERS = {
     "in_domain": "acc in-dom",
@@ -31,11 +19,14 @@ GROUP_HEADERS = {
 }
 
 
-def comparison_table(summary: dict[str, Any], baseline: str) -> Any:
-    """One row per model: accuracy by task group, #Ans, #Ref and verdict F1 (overall means)."""
+def comparison_table(summary: dict[str, Any], spec: RunSpec) -> Any:
+    """One row per model (named as the report names them): accuracy by task group, #Ans, #Ref
+    and verdict F1 (overall means)."""
     from rich.table import Table
 
-    names = method_names(baseline, list(summary))
+    from skillfactory.report.collect import method_name
+
+    names = {label: method_name(spec.baseline, label, spec.data.composition) for label in summary}
     table = Table(
         title=f"{' / '.join(names.values())} on held-out problems",
         caption="accuracy per task group (in-domain, harder, out-of-domain, all); #Ans, #Ref "
@@ -111,7 +102,7 @@ def run(
         )
         raise typer.Exit(1) from None
     if "eval" in results:
-        Console().print(comparison_table(results["eval"], run_spec.baseline))
+        Console().print(comparison_table(results["eval"], pipeline.spec))
     else:
         typer.echo(json.dumps(results, indent=2, sort_keys=True, default=str))
     typer.echo(f"run written to {pipeline.dir} ({RESULT_FILE})", err=True)
