@@ -1,0 +1,105 @@
+"""`skillfactory serve SERVICE`: run one service of the distributed mode as a gRPC server.
+
+When the server is ready it prints one JSON line on stdout — `{"service", "address", "metrics",
+"tls", "auth"}` — so a launcher can start it on port 0 and read where it landed. Logs go to stderr
+as JSON lines. SIGTERM (or Ctrl-C) shuts it down gracefully: health turns NOT_SERVING, calls in
+flight finish within the grace period, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+serve_app = typer.Typer(
+    name="serve",
+    help="Run a service of the distributed mode (gRPC, health, metrics, graceful shutdown).",
+    no_args_is_help=True,
+)
+
+HostOption = Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 in a container.")]
+PortOption = Annotated[int, typer.Option(min=0, max=65535, help="gRPC port; 0 picks a free one.")]
+MetricsPortOption = Annotated[
+    int,
+    typer.Option(min=-1, max=65535, help="Prometheus /metrics port; 0 picks one, -1 turns it off."),
+]
+TokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="File holding the bearer token callers must send; default: $SKILLFACTORY_TOKEN, "
+        "and no auth when neither is set."
+    ),
+]
+TlsCertOption = Annotated[Path | None, typer.Option(help="PEM certificate chain (TLS).")]
+TlsKeyOption = Annotated[Path | None, typer.Option(help="PEM private key (TLS).")]
+MaxMessageOption = Annotated[
+    float, typer.Option(min=0.001, help="Largest request/response in MiB.")
+]
+WorkersOption = Annotated[int, typer.Option(min=1, help="Threads handling calls.")]
+GraceOption = Annotated[
+    float, typer.Option(min=0, help="Seconds calls in flight get to finish on shutdown.")
+]
+DrainOption = Annotated[
+    float, typer.Option(min=0, help="Seconds to keep serving after health turns NOT_SERVING.")
+]
+LogLevelOption = Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")]
+
+
+def serve_reward(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 0,
+    metrics_port: MetricsPortOption = 0,
+    token_file: TokenFileOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    max_message_mb: MaxMessageOption = 16.0,
+    workers: WorkersOption = 8,
+    grace_seconds: GraceOption = 30.0,
+    drain_seconds: DrainOption = 0.0,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Serve the reward service: batch grading with the task graders."""
+    from skillfactory.serving.auth import TokenError, load_token
+    from skillfactory.serving.logs import setup_logging
+    from skillfactory.serving.reward import setup_reward_server
+    from skillfactory.serving.server import ServingConfig
+
+    setup_logging("reward", log_level)
+    try:
+        token = load_token(token_file)
+        config = ServingConfig(
+            host=host,
+            port=port,
+            metrics_port=None if metrics_port < 0 else metrics_port,
+            max_workers=workers,
+            max_message_mb=max_message_mb,
+            grace_s=grace_seconds,
+            drain_s=drain_seconds,
+            token=token,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+    except (TokenError, ValueError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    server = setup_reward_server(config)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        typer.echo(f"cannot start the reward service: {error}", err=True)
+        raise typer.Exit(1) from None
+    sys.stdout.write(json.dumps(server.ready_info()) + "\n")
+    sys.stdout.flush()
+    server.wait_for_termination_signal()
+
+
+serve_app.command("reward")(serve_reward)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `serve` command group."""
+    app.add_typer(serve_app, name="serve")

@@ -1,0 +1,193 @@
+"""The gRPC server every service runs on: thread pool, message size limits, health service, bearer
+token, TLS, Prometheus metrics and graceful shutdown.
+
+    server = ServiceServer("reward", ServingConfig(port=0, metrics_port=0))
+    server.add_service(RewardServicer.SERVICE_NAME, RewardServicer(...).add_to)
+    server.start()
+    server.wait_for_termination_signal()   # SIGTERM/SIGINT → graceful stop
+
+Shutdown order: health turns NOT_SERVING for every service (load balancers and probes stop sending
+work), new calls keep being served for `drain_s`, then the server stops accepting calls and gives
+the calls in flight up to `grace_s` to finish; finally the metrics endpoint closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from skillfactory.serving.auth import BearerTokenInterceptor
+from skillfactory.serving.metrics import MetricsEndpoint, MetricsInterceptor, ServerMetrics
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How a service listens. Ports 0 pick a free port; see `ServiceServer.address`."""
+
+    host: str = "127.0.0.1"
+    """Interface the gRPC port binds; 0.0.0.0 in a container."""
+    port: int = 0
+    """gRPC port; 0 picks a free one."""
+    metrics_port: int | None = 0
+    """Port of the Prometheus `/metrics` endpoint; 0 picks a free one, None turns it off."""
+    metrics_host: str = "127.0.0.1"
+    """Interface the metrics endpoint binds."""
+    max_workers: int = 8
+    """Threads handling calls; each in-flight call holds one."""
+    max_message_mb: float = 16.0
+    """Largest request and response, in MiB; a larger request gets RESOURCE_EXHAUSTED."""
+    grace_s: float = 30.0
+    """On shutdown, how long calls in flight may take to finish before they are cancelled."""
+    drain_s: float = 0.0
+    """On shutdown, how long to keep serving after health turns NOT_SERVING."""
+    token: str | None = None
+    """Bearer token every call except health checks must carry; None accepts any caller."""
+    tls_cert: Path | None = None
+    """PEM certificate chain; with `tls_key`, the port speaks TLS only."""
+    tls_key: Path | None = None
+    """PEM private key of `tls_cert`."""
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key")
+        if self.max_message_mb <= 0 or self.max_workers < 1 or self.grace_s < 0 or self.drain_s < 0:
+            raise ValueError("max_message_mb, max_workers must be positive; grace_s, drain_s ≥ 0")
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * MIB)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+class ServiceServer:
+    """One gRPC server with the standard health service, metrics and (optional) auth and TLS."""
+
+    def __init__(self, service: str, config: ServingConfig) -> None:
+        self.service = service
+        self.config = config
+        self.metrics = ServerMetrics(service)
+        interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        if config.token is not None:
+            interceptors.append(BearerTokenInterceptor(config.token))
+        limit = config.max_message_bytes
+        self._grpc = grpc.server(
+            ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix=service),
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ],
+        )
+        self.health = health.HealthServicer(
+            experimental_non_blocking=True,
+            experimental_thread_pool=ThreadPoolExecutor(max_workers=1),
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        self._service_names: list[str] = []
+        self._endpoint: MetricsEndpoint | None = None
+        self._port: int | None = None
+        self._stopped = threading.Event()
+
+    def add_service(self, name: str, add_to_server: Callable[[grpc.Server], Any]) -> None:
+        """Register a servicer (`add_to_server(grpc_server)`) whose health is reported as `name`."""
+        add_to_server(self._grpc)
+        self._service_names.append(name)
+
+    def start(self) -> None:
+        """Bind, start serving, open the metrics endpoint and report SERVING."""
+        bind = f"{self.config.host}:{self.config.port}"
+        if self.config.tls:
+            assert self.config.tls_cert is not None and self.config.tls_key is not None
+            credentials = grpc.ssl_server_credentials(
+                [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())]
+            )
+            self._port = self._grpc.add_secure_port(bind, credentials)
+        else:
+            self._port = self._grpc.add_insecure_port(bind)
+        self._grpc.start()
+        if self.config.metrics_port is not None:
+            self._endpoint = MetricsEndpoint(
+                self.metrics.registry, self.config.metrics_port, self.config.metrics_host
+            )
+        for name in ("", *self._service_names):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"address": self.address, "metrics": self.metrics_url})
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """`host:port` clients dial."""
+        return f"{self.config.host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return self._endpoint.url if self._endpoint is not None else None
+
+    def ready_info(self) -> dict[str, Any]:
+        """What a launcher needs to reach this server, printed as the ready line."""
+        return {
+            "service": self.service,
+            "address": self.address,
+            "metrics": self.metrics_url,
+            "tls": self.config.tls,
+            "auth": self.config.token is not None,
+        }
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING, drain, stop accepting, let in-flight calls finish."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace_s if grace_s is None else grace_s
+        log.info("shutting down", extra={"drain_s": self.config.drain_s, "grace_s": grace})
+        self.health.enter_graceful_shutdown()
+        if self.config.drain_s:
+            time.sleep(self.config.drain_s)
+        self._grpc.stop(grace).wait()
+        if self._endpoint is not None:
+            self._endpoint.close()
+        log.info("stopped")
+
+    def wait_for_termination_signal(self) -> int:
+        """Block until SIGTERM or SIGINT (main thread only), then stop gracefully; returns the
+        number of the signal."""
+        received: list[int] = []
+        wake = threading.Event()
+
+        def on_signal(number: int, _frame: FrameType | None) -> None:
+            received.append(number)
+            wake.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not wake.wait(timeout=1.0):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("signal received", extra={"signal": signal.Signals(received[0]).name})
+        self.stop()
+        return received[0]
