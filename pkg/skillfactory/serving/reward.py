@@ -93,18 +93,25 @@ class RecordError(ValueError):
 
 def problem_from_proto(message: data_pb2.Problem) -> Problem:
     """The library's problem from its protobuf form; Struct numbers that are integral become ints."""
-    data = {key: _plain(value) for key, value in message.data.items()}
+    data = {key: _plain(value) for key, value in message.data.fields.items()}
     return Problem(message.id, message.task, message.question, message.answer, data)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else value
-    if isinstance(value, struct_pb2.Struct):
-        return {key: _plain(inner) for key, inner in value.items()}
-    if isinstance(value, struct_pb2.ListValue):
-        return [_plain(inner) for inner in value]
-    return value
+def _plain(value: struct_pb2.Value) -> Any:
+    """A Struct value as plain Python (read field by field: the Struct mapping helpers are slow)."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "list_value":
+        return [_plain(inner) for inner in value.list_value.values]
+    if kind == "struct_value":
+        return {key: _plain(inner) for key, inner in value.struct_value.fields.items()}
+    if kind == "bool_value":
+        return value.bool_value
+    return None
 
 
 def _task_of(name: str) -> Task:
@@ -116,28 +123,52 @@ def _task_of(name: str) -> Task:
         raise RecordError("unknown_task", str(error)) from None
 
 
-def score_item(item: reward_pb2.ScoreItem, tally: BatchTally) -> data_pb2.Reward:
-    """The reward of one item; never raises."""
+class ProblemCache:
+    """Problems of one batch by their serialized form: a batch usually holds a whole group (G
+    responses to one problem), and reading a Struct costs more than grading an answer."""
+
+    def __init__(self) -> None:
+        self._problems: dict[bytes, Problem] = {}
+
+    def get(self, message: data_pb2.Problem) -> Problem:
+        key = message.SerializeToString()  # equal bytes ⇒ equal problems (a miss only costs time)
+        problem = self._problems.get(key)
+        if problem is None:
+            problem = self._problems[key] = problem_from_proto(message)
+        return problem
+
+
+def score_item(
+    item: reward_pb2.ScoreItem,
+    tally: BatchTally,
+    problems: ProblemCache | None = None,
+    reward: data_pb2.Reward | None = None,
+) -> data_pb2.Reward:
+    """The reward of one item (filled into `reward` when given); never raises."""
+    if reward is None:
+        reward = data_pb2.Reward()
+    message = item.problem
     try:
-        task = _task_of(item.problem.task)
-        result = grade(task, problem_from_proto(item.problem), item.response)
+        task = _task_of(message.task)
+        problem = problems.get(message) if problems is not None else problem_from_proto(message)
+        result = grade(task, problem, item.response)
     except RecordError as error:
         tally.errors[error.reason] += 1
-        return data_pb2.Reward(value=0.0, correct=False, error=str(error))
+        reward.error = str(error)
     except ProblemFieldError as error:
         tally.errors["missing_field"] += 1
-        return data_pb2.Reward(value=0.0, correct=False, error=f"problem {error}")
+        reward.error = f"problem {error}"
     except Exception as error:  # a grader bug must cost one record, not the batch
-        log.exception("grader failed", extra={"task": item.problem.task})
+        log.exception("grader failed", extra={"task": message.task})
         tally.errors["grader_error"] += 1
-        return data_pb2.Reward(
-            value=0.0, correct=False, error=f"grader failed: {type(error).__name__}"
-        )
-    tally.graded[task.name] += 1
-    tally.correct[task.name] += result.correct
-    reward = data_pb2.Reward(value=1.0 if result.correct else 0.0, correct=result.correct)
-    if result.answer is not None:
-        reward.answer = result.answer
+        reward.error = f"grader failed: {type(error).__name__}"
+    else:
+        tally.graded[task.name] += 1
+        if result.correct:
+            tally.correct[task.name] += 1
+            reward.value, reward.correct = 1.0, True
+        if result.answer is not None:
+            reward.answer = result.answer
     return reward
 
 
@@ -146,8 +177,11 @@ def score(
 ) -> reward_pb2.ScoreResponse:
     """One reward per item of `request`, in order."""
     tally = BatchTally.empty()
+    problems = ProblemCache()
     response = reward_pb2.ScoreResponse()
-    response.rewards.extend(score_item(item, tally) for item in request.items)
+    add_reward = response.rewards.add
+    for item in request.items:
+        score_item(item, tally, problems, add_reward())
     if metrics is not None:
         _record(metrics, tally, len(request.items))
     errors = sum(tally.errors.values())

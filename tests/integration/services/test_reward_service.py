@@ -278,3 +278,14 @@ def test_logs_are_json_lines_with_the_run_id() -> None:
     assert {"ts", "level", "service", "msg"} <= second.keys()
     assert second["service"] == "reward" and second["level"] == "info"
     assert second["msg"] == "graded 3" and second["run_id"] == "run-42" and second["items"] == 3
+
+
+def test_problems_sharing_an_id_but_not_their_data_are_graded_apart() -> None:
+    from skillfactory.serving.reward import score
+
+    first, second = (problem_proto(p) for p in get_task("countdown-4").problems(2, seed=7))
+    second.id = first.id  # same id, other numbers and target
+    response = f"<answer>{first.answer}</answer>"
+    items = [reward_pb2.ScoreItem(problem=p, response=response) for p in (first, second, first)]
+    rewards = score(reward_pb2.ScoreRequest(items=items)).rewards
+    assert [r.value for r in rewards] == [1, 0, 1]
