@@ -8,7 +8,8 @@ token, TLS, Prometheus metrics and graceful shutdown.
 
 Shutdown order: health turns NOT_SERVING for every service (load balancers and probes stop sending
 work), new calls keep being served for `drain_s`, then the server stops accepting calls and gives
-the calls in flight up to `grace_s` to finish; finally the metrics endpoint closes.
+the calls in flight up to `grace_s` to finish; connections stay open `linger_s` more so the last
+responses are flushed (a process that exits at once resets them); finally metrics close.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class ServingConfig:
     """On shutdown, how long calls in flight may take to finish before they are cancelled."""
     drain_s: float = 0.0
     """On shutdown, how long to keep serving after health turns NOT_SERVING."""
+    linger_s: float = 0.5
+    """On shutdown, how long connections stay open after the last call ended, so that its response
+    (already handed to the transport) reaches the client before the process exits."""
     token: str | None = None
     """Bearer token every call except health checks must carry; None accepts any caller."""
     tls_cert: Path | None = None
@@ -65,8 +69,10 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and a key")
-        if self.max_message_mb <= 0 or self.max_workers < 1 or self.grace_s < 0 or self.drain_s < 0:
-            raise ValueError("max_message_mb, max_workers must be positive; grace_s, drain_s ≥ 0")
+        if self.max_message_mb <= 0 or self.max_workers < 1:
+            raise ValueError("max_message_mb and max_workers must be positive")
+        if min(self.grace_s, self.drain_s, self.linger_s) < 0:
+            raise ValueError("grace_s, drain_s and linger_s must be ≥ 0")
 
     @property
     def max_message_bytes(self) -> int:
@@ -167,6 +173,8 @@ class ServiceServer:
         if self.config.drain_s:
             time.sleep(self.config.drain_s)
         self._grpc.stop(grace).wait()
+        if self.config.linger_s:
+            time.sleep(self.config.linger_s)
         if self._endpoint is not None:
             self._endpoint.close()
         log.info("stopped")

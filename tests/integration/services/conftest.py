@@ -17,7 +17,7 @@ def start_reward_server() -> Iterator[Callable[..., ServiceServer]]:
     servers: list[ServiceServer] = []
 
     def start(**fields: Any) -> ServiceServer:
-        server = setup_reward_server(ServingConfig(**{"grace_s": 1.0, **fields}))
+        server = setup_reward_server(ServingConfig(**{"grace_s": 1.0, "linger_s": 0.0, **fields}))
         server.start()
         servers.append(server)
         return server

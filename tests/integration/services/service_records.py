@@ -31,10 +31,13 @@ def scored_items(task: str, n: int, seed: int = 0, correct: bool = True) -> list
     return items
 
 
-def reward_stub(address: str, credentials: grpc.ChannelCredentials | None = None) -> Any:
+def reward_stub(
+    address: str, credentials: grpc.ChannelCredentials | None = None, max_message_mb: int = 4
+) -> Any:
+    options = [("grpc.max_receive_message_length", max_message_mb * 1024 * 1024)]
     channel = (
-        grpc.secure_channel(address, credentials)
+        grpc.secure_channel(address, credentials, options=options)
         if credentials is not None
-        else grpc.insecure_channel(address)
+        else grpc.insecure_channel(address, options=options)
     )
     return reward_pb2_grpc.RewardServiceStub(channel)

@@ -25,9 +25,9 @@ from skillfactory.v1 import reward_pb2
 
 TOKEN = "process-token"
 DRAIN_S = 0.5
-BATCH = 80_000
-"""Items of the batch in flight at SIGTERM: grading it takes longer than the drain (~2 s at
-40k answers/s), so the server is already refusing new calls while it finishes."""
+BATCH = 160_000
+"""Items of the batch in flight at SIGTERM (500 problems repeated): grading it takes well past the
+drain (~2 s at 80k answers/s), so the server is already refusing new calls while it finishes."""
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def reward_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict
     token_file.write_text(TOKEN)
     command = [
         sys.executable, "-m", "skillfactory.cli", "serve", "reward", "--port", "0",
-        "--metrics-port", "0", "--token-file", str(token_file), "--max-message-mb", "64",
+        "--metrics-port", "0", "--token-file", str(token_file), "--max-message-mb", "128",
         "--drain-seconds", str(DRAIN_S), "--grace-seconds", "20",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -72,7 +72,7 @@ def test_sigterm_finishes_the_call_in_flight_and_exits_zero(
     process, ready = reward_process
     assert ready["service"] == "reward" and ready["auth"] is True and ready["tls"] is False
     assert ready["address"].startswith("127.0.0.1:") and ready["metrics"].startswith("http://")
-    stub = reward_stub(ready["address"])
+    stub = reward_stub(ready["address"], max_message_mb=128)
     small = reward_pb2.ScoreRequest(items=scored_items("countdown-3", 1))
     with pytest.raises(grpc.RpcError) as caught:
         stub.Score(small, timeout=10)
