@@ -139,3 +139,58 @@ def test_loss_and_gradients_match_trl(
     assert our_grads.keys() == trl_grads.keys()
     for name, grad in trl_grads.items():
         torch.testing.assert_close(our_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("trl_loss", "our_loss"),
+    [("dapo", "token-mean"), ("grpo", "sequence-mean"), ("dr_grpo", "dr-grpo")],
+)
+def test_the_learner_step_loss_matches_trl_on_an_on_policy_group(
+    trainer: Any, trl_loss: str, our_loss: LossType
+) -> None:
+    """End to end through the learner: a group (one prompt, ragged completions) collated,
+    logprobs with the prompt run once (shared KV cache), advantages, loss: TRL's value and
+    gradients on the same batch."""
+    from skillfactory.engines.base import Completion
+    from skillfactory.group import Group
+    from skillfactory.runspec import GRPOSpec
+    from skillfactory.tasks.base import Problem
+    from skillfactory.train.learner import GRPOLearner
+
+    model = trainer.model
+    prompt_ids, completion_ids = batch(model.config.vocab_size)
+    prompt = prompt_ids[0].tolist()
+    lengths = COMPLETION_MASK.sum(dim=1).tolist()
+    completions = [
+        Completion("", completion_ids[i, :n].tolist(), [-1.0] * n, "stop", 0, prompt)
+        for i, n in enumerate(lengths)
+    ]
+    group = Group("p0", Problem("q", "t", "?", "a"), prompt, completions, [1.0, 0.0, 0.0, 0.0])
+    spec = GRPOSpec(loss=our_loss, max_response_length=COMPLETION_LENGTH, max_staleness=0)
+    learner = GRPOLearner(model, spec, pad_token_id=0)
+    (advantages,) = learner.advantages([group])
+    (collated,) = learner.micro_batches([group])
+    assert collated.group_size == 4
+
+    model.zero_grad(set_to_none=True)
+    ours = learner._loss(collated, sum(lengths), len(lengths))
+    ours.loss.backward()
+    our_grads = gradients(model)
+
+    trainer.loss_type, trainer.beta = trl_loss, 0.0
+    inputs: dict[str, Tensor] = {
+        "prompt_ids": prompt_ids[:1].repeat(BATCH, 1),
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": COMPLETION_MASK,
+        "advantages": torch.tensor(advantages),
+        "num_items_in_batch": COMPLETION_MASK.sum(),
+    }
+    trl_loss_value = trainer._compute_loss(model, inputs)
+    trl_loss_value.backward()
+    trl_grads = gradients(model)
+
+    assert ours.importance_weight_mean.item() == 1.0  # on policy: w is exactly 1
+    assert ours.loss.item() == pytest.approx(trl_loss_value.item(), rel=1e-4, abs=1e-6)
+    for name, grad in trl_grads.items():
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
