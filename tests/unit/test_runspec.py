@@ -162,7 +162,21 @@ def test_yaml_syntax_error_is_a_problem(tmp_path: Path) -> None:
 
 
 def test_shipped_examples_validate() -> None:
-    examples = sorted((REPO / "examples").glob("*.yaml"))
+    examples = sorted((REPO / "examples").glob("**/*.yaml"))
     assert examples, "examples/ holds run specs"
     for example in examples:
         assert isinstance(load_run_spec(example), BaseModel), example
+
+
+def test_paper_ablation_and_baseline_specs_differ_from_the_paper_setup_in_one_choice() -> None:
+    paper = load_run_spec(REPO / "examples" / "paper-countdown.yaml").model_dump()
+    variants = sorted((REPO / "examples" / "paper").glob("countdown-*.yaml"))
+    assert len(variants) == 6
+    for path in variants:
+        spec = load_run_spec(path).model_dump()
+        changed = {k for k in paper if k != "name" and spec[k] != paper[k]}
+        assert changed in ({"data"}, {"baseline"}), (path.name, changed)
+        if changed == {"data"}:
+            assert {k for k in paper["data"] if spec["data"][k] != paper["data"][k]} == {
+                "composition"
+            }
