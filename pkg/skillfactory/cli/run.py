@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from skillfactory.cli.data import load_spec_or_exit
+from skillfactory.cli.validate import EXIT_INVALID
 from skillfactory.runspec import RunSpec
 
 GROUP_HEADERS = {
@@ -88,10 +89,15 @@ def run(
     run_spec = load_spec_or_exit(spec, output_dir)
     from rich.console import Console
 
+    from skillfactory.models.registry import ModelUnavailableError
     from skillfactory.stages.pipeline import RESULT_FILE, Pipeline
     from skillfactory.train.sft import EmptySFTDataset
 
-    pipeline = Pipeline(run_spec, on_event=progress_printer())
+    try:
+        pipeline = Pipeline(run_spec, on_event=progress_printer())
+    except ModelUnavailableError as error:
+        typer.echo(f"model: {error}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
     try:
         results = pipeline.run()
     except EmptySFTDataset as error:

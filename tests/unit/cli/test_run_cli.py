@@ -21,14 +21,15 @@ def _run(spec: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_stages_this_build_lacks_are_refused_before_anything_runs(tmp_path: Path) -> None:
+def test_a_model_that_cannot_be_had_is_refused_before_anything_runs(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(
-        yaml.safe_dump({"output_dir": str(tmp_path / "runs"), "stages": ["data", "sft"]})
+        yaml.safe_dump({"model": "no-such-org/no-such-model", "output_dir": str(tmp_path / "runs")})
     )
     result = _run(spec)
     assert result.returncode == 2
-    assert "sft cannot run" in result.stderr
+    assert result.stderr.startswith("model: ") and "no-such-org/no-such-model" in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
 
 
