@@ -74,8 +74,9 @@ def extract_answer(response: str) -> str | None:
 
 
 def count_answers(response: str) -> int:
-    """`#Ans`: how many `<answer>` attempts the response makes."""
-    return len(find_blocks(response, "answer"))
+    """`#Ans`: how many `<answer>` attempts the response makes; an empty `<answer> </answer>`
+    (a model echoing the instruction's format) is no attempt."""
+    return sum(1 for block in find_blocks(response, "answer") if block.text.strip())
 
 
 def count_reflections(response: str) -> int:

@@ -57,6 +57,7 @@ def test_counts_and_think_split() -> None:
         "So the final answer is:\n<answer>2</answer>"
     )
     assert count_answers(trace) == 3 and count_reflections(trace) == 2
+    assert count_answers("Put it in <answer> </answer> tags. <answer>B</answer>") == 1
     inside, after = think_and_after(trace)
     assert inside is not None and inside.startswith("<sample>a")
     assert after.strip().endswith("<answer>2</answer>")
