@@ -1,0 +1,320 @@
+"""The learner service and its clients.
+
+    skillfactory learner serve --state-dir D [--port 0] [--metrics-port 0] [--token-file F]
+    skillfactory submit SPEC.yaml --learner HOST:PORT [--token-file F]
+    skillfactory status [RUN] --learner HOST:PORT
+    skillfactory watch RUN --learner HOST:PORT
+    skillfactory cancel RUN --learner HOST:PORT [--reason TEXT]
+
+`learner serve` prints one ready JSON line on stdout (`{"service", "address", "metrics", "tls",
+"auth", "state_dir"}`), logs JSON lines to stderr and stops gracefully on SIGTERM (the running run
+stays RUNNING and resumes on the next start over the same state dir). The client commands read the
+address from `--learner` or `$SKILLFACTORY_LEARNER` and the token from `--token-file` or
+`$SKILLFACTORY_TOKEN`. Exit codes: 0 ok (`watch`: the run succeeded), 1 the run failed or was
+cancelled, or the learner could not be reached or answered an error, 2 invalid input (spec, run id).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from skillfactory.cli.serve import (
+    DrainOption,
+    GraceOption,
+    HostOption,
+    LogLevelOption,
+    MaxMessageOption,
+    MetricsPortOption,
+    PortOption,
+    TlsCertOption,
+    TlsKeyOption,
+    TokenFileOption,
+    WorkersOption,
+)
+
+if TYPE_CHECKING:
+    import grpc
+
+    from skillfactory.v1 import learner_pb2_grpc
+
+LEARNER_ENV = "SKILLFACTORY_LEARNER"
+EXIT_FAILED, EXIT_INVALID = 1, 2
+
+learner_app = typer.Typer(
+    name="learner", help="The learner service: run controller and API.", no_args_is_help=True
+)
+
+LearnerOption = Annotated[
+    str | None,
+    typer.Option("--learner", help=f"Learner address HOST:PORT; default: ${LEARNER_ENV}."),
+]
+ClientTokenOption = Annotated[
+    Path | None,
+    typer.Option(help="File holding the learner's bearer token; default: $SKILLFACTORY_TOKEN."),
+]
+CaOption = Annotated[
+    Path | None, typer.Option(help="PEM CA certificate: connect with TLS, trusting it.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@learner_app.command("serve")
+def serve_learner(
+    state_dir: Annotated[Path, typer.Option(help="Folder of the persisted run state.")],
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 0,
+    metrics_port: MetricsPortOption = 0,
+    token_file: TokenFileOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    max_message_mb: MaxMessageOption = 16.0,
+    workers: WorkersOption = 8,
+    grace_seconds: GraceOption = 30.0,
+    drain_seconds: DrainOption = 0.0,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Serve the learner API; runs execute one at a time with the embedded pipeline."""
+    from skillfactory.serving.auth import TokenError, load_token
+    from skillfactory.serving.learner_api import setup_learner_server
+    from skillfactory.serving.logs import setup_logging
+    from skillfactory.serving.server import ServingConfig
+
+    setup_logging("learner", log_level)
+    try:
+        config = ServingConfig(
+            host=host,
+            port=port,
+            metrics_port=None if metrics_port < 0 else metrics_port,
+            max_workers=workers,
+            max_message_mb=max_message_mb,
+            grace_s=grace_seconds,
+            drain_s=drain_seconds,
+            token=load_token(token_file),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+        server = setup_learner_server(config, state_dir)
+    except (TokenError, ValueError, OSError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        typer.echo(f"cannot start the learner service: {error}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    sys.stdout.write(json.dumps({**server.ready_info(), "state_dir": str(state_dir)}) + "\n")
+    sys.stdout.flush()
+    server.wait_for_termination_signal()
+
+
+# clients -------------------------------------------------------------------------------------
+
+
+class _Client:
+    def __init__(self, learner: str | None, token_file: Path | None, ca: Path | None) -> None:
+        import grpc
+
+        from skillfactory.serving.auth import TokenError, bearer_metadata, load_token
+        from skillfactory.v1 import learner_pb2_grpc
+
+        address = learner or os.environ.get(LEARNER_ENV)
+        if not address:
+            typer.echo(f"no learner address: pass --learner or set ${LEARNER_ENV}", err=True)
+            raise typer.Exit(EXIT_INVALID)
+        try:
+            token = load_token(token_file)
+        except TokenError as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(EXIT_INVALID) from None
+        self.metadata = bearer_metadata(token) if token else ()
+        if ca is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+            self.channel = grpc.secure_channel(address, credentials)
+        else:
+            self.channel = grpc.insecure_channel(address)
+        self.stub: learner_pb2_grpc.LearnerStub = learner_pb2_grpc.LearnerStub(self.channel)
+        self.address = address
+
+    def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
+        import grpc
+
+        try:
+            return getattr(self.stub, method)(request, metadata=self.metadata, timeout=timeout)
+        except grpc.RpcError as error:
+            _exit_on(error, self.address)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _exit_on(error: grpc.RpcError, address: str) -> NoReturn:
+    import grpc
+
+    code = error.code()
+    details = error.details()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        typer.echo(f"cannot reach the learner at {address}: {details}", err=True)
+    else:
+        typer.echo(f"{code.name}: {details}", err=True)
+    invalid = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    raise typer.Exit(EXIT_INVALID if code in invalid else EXIT_FAILED)
+
+
+def _state_name(value: int) -> str:
+    from skillfactory.v1 import run_pb2
+
+    return run_pb2.RunState.Name(value).removeprefix("RUN_STATE_")
+
+
+def status_dict(status: Any) -> dict[str, Any]:
+    """A `RunStatus` as plain JSON-ready data."""
+    return {
+        "run_id": status.run_id,
+        "name": status.name,
+        "state": _state_name(status.state),
+        "current_stage": status.current_stage,
+        "policy_version": status.policy_version,
+        "message": status.message,
+        "stages": {
+            s.stage: {"state": _state_name(s.state), "progress": round(s.progress, 3)}
+            for s in status.stages
+        },
+        "created_at": status.created_at.ToJsonString(),
+        "updated_at": status.updated_at.ToJsonString(),
+    }
+
+
+def event_line(event: Any) -> str:
+    """One line per event: sequence, stage and what happened."""
+    where = f"[{event.stage}] " if event.stage else ""
+    kind = event.WhichOneof("kind")
+    if kind == "state":
+        what = f"run {_state_name(event.state)}"
+    elif kind == "metrics":
+        values = " ".join(f"{k}={v:.4g}" for k, v in sorted(event.metrics.values.items()))
+        what = f"step {event.metrics.step}: {values}"
+    else:
+        what = event.message
+    return f"{event.sequence:>5} {event.time.ToJsonString()} {where}{what}"
+
+
+def submit(
+    spec_path: Annotated[Path, typer.Argument(help="Run spec (YAML).", exists=True)],
+    learner: LearnerOption = None,
+    token_file: ClientTokenOption = None,
+    tls_ca: CaOption = None,
+) -> None:
+    """Submit a run spec to the learner; prints the run id."""
+    from skillfactory.cli.data import load_spec_or_exit
+    from skillfactory.contracts.runspec_proto import run_spec_to_proto
+    from skillfactory.v1 import learner_pb2
+
+    spec = load_spec_or_exit(spec_path, None)
+    client = _Client(learner, token_file, tls_ca)
+    try:
+        request = learner_pb2.SubmitRunRequest(spec=run_spec_to_proto(spec))
+        response = client.call("SubmitRun", request)
+    finally:
+        client.close()
+    typer.echo(response.run_id)
+
+
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="Run id; all runs when left out.")] = None,
+    learner: LearnerOption = None,
+    token_file: ClientTokenOption = None,
+    tls_ca: CaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one run, or every run the learner has."""
+    from skillfactory.v1 import learner_pb2
+
+    client = _Client(learner, token_file, tls_ca)
+    try:
+        if run_id is not None:
+            runs = [client.call("GetRun", learner_pb2.GetRunRequest(run_id=run_id))]
+        else:
+            runs, token = [], ""
+            while True:
+                page = client.call("ListRuns", learner_pb2.ListRunsRequest(page_token=token))
+                runs += list(page.runs)
+                token = page.next_page_token
+                if not token:
+                    break
+    finally:
+        client.close()
+    records = [status_dict(r) for r in runs]
+    if as_json:
+        typer.echo(json.dumps(records[0] if run_id is not None else records, indent=2))
+        return
+    for record in records:
+        stages = " ".join(
+            f"{name}:{s['state'].lower()}({s['progress']:.0%})"
+            for name, s in record["stages"].items()
+        )
+        line = f"{record['run_id']}  {record['name']:<16} {record['state']:<10} {stages}"
+        typer.echo(line + (f"  — {record['message']}" if record["message"] else ""))
+
+
+def watch(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    learner: LearnerOption = None,
+    token_file: ClientTokenOption = None,
+    tls_ca: CaOption = None,
+    after: Annotated[int, typer.Option(min=0, help="Start after this event sequence.")] = 0,
+) -> None:
+    """Stream a run's events until it ends; exit 0 when it succeeded, 1 otherwise."""
+    from skillfactory.v1 import learner_pb2, run_pb2
+
+    client = _Client(learner, token_file, tls_ca)
+    final = run_pb2.RUN_STATE_UNSPECIFIED
+    request = learner_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
+    try:
+        import grpc
+
+        try:
+            for event in client.stub.WatchRun(request, metadata=client.metadata):
+                typer.echo(event_line(event))
+                if event.WhichOneof("kind") == "state" and not event.stage:
+                    final = event.state
+        except grpc.RpcError as error:
+            _exit_on(error, client.address)
+    finally:
+        client.close()
+    if final != run_pb2.RUN_STATE_SUCCEEDED:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    learner: LearnerOption = None,
+    token_file: ClientTokenOption = None,
+    tls_ca: CaOption = None,
+    reason: Annotated[str, typer.Option(help="Why; kept in the run's message.")] = "",
+) -> None:
+    """Cancel a run: a pending one at once, the running one at its next stage event or step."""
+    from skillfactory.v1 import learner_pb2
+
+    client = _Client(learner, token_file, tls_ca)
+    try:
+        response = client.call(
+            "CancelRun", learner_pb2.CancelRunRequest(run_id=run_id, reason=reason)
+        )
+    finally:
+        client.close()
+    typer.echo(f"{response.run_id} {_state_name(response.state)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `learner serve` and the client commands `submit`, `status`, `watch`, `cancel`."""
+    app.add_typer(learner_app, name="learner")
+    app.command("submit")(submit)
+    app.command("status")(status)
+    app.command("watch")(watch)
+    app.command("cancel")(cancel)

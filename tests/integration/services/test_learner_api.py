@@ -1,0 +1,195 @@
+"""The learner API on a real gRPC server on loopback with a bearer token: a tiny-model run from
+SubmitRun to a terminal SUCCEEDED event, metrics, persistence across a restart, cancellation, and
+the error codes of bad requests."""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from skillfactory.contracts.runspec_proto import run_spec_to_proto
+from skillfactory.runspec import parse_run_spec
+from skillfactory.serving.auth import bearer_metadata
+from skillfactory.serving.learner_api import LearnerServer, RunController, setup_learner_server
+from skillfactory.serving.run_store import CANCELLED, PENDING
+from skillfactory.serving.server import ServingConfig
+from skillfactory.v1 import learner_pb2, learner_pb2_grpc, run_pb2
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from test_pipeline import tiny_spec  # noqa: E402
+
+TOKEN = "learner-token"
+AUTH = bearer_metadata(TOKEN)
+
+
+@pytest.fixture
+def start_learner() -> Iterator[Callable[[Path], LearnerServer]]:
+    servers: list[LearnerServer] = []
+
+    def start(state_dir: Path) -> LearnerServer:
+        config = ServingConfig(token=TOKEN, grace_s=1.0, linger_s=0.0)
+        server = setup_learner_server(config, state_dir)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace_s=0)
+
+
+def stub_of(server: LearnerServer) -> learner_pb2_grpc.LearnerStub:
+    return learner_pb2_grpc.LearnerStub(grpc.insecure_channel(server.address))
+
+
+def spec_proto(model: Path, out: Path, **overrides: Any) -> Any:
+    return run_spec_to_proto(parse_run_spec(tiny_spec(model, out, **overrides)))
+
+
+def watch_all(stub: learner_pb2_grpc.LearnerStub, run_id: str, after: int = 0) -> list[Any]:
+    request = learner_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
+    return list(stub.WatchRun(request, metadata=AUTH, timeout=120))
+
+
+def scrape(url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return values
+
+
+def test_a_tiny_run_streams_to_success_reports_metrics_and_survives_a_restart(
+    start_learner: Callable[[Path], LearnerServer], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    server = start_learner(state)
+    stub = stub_of(server)
+    spec = spec_proto(tiny_model_dir, tmp_path / "runs")
+    run_id = stub.SubmitRun(learner_pb2.SubmitRunRequest(spec=spec), metadata=AUTH).run_id
+
+    events = watch_all(stub, run_id)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    last = events[-1]
+    assert last.WhichOneof("kind") == "state" and last.state == run_pb2.RUN_STATE_SUCCEEDED
+    assert {e.stage for e in events if e.message == "started"} == {"data", "sft", "grpo", "eval"}
+    steps = [e for e in events if e.stage == "grpo" and e.WhichOneof("kind") == "metrics"]
+    assert [e.metrics.step for e in steps] == [1, 2, 3]
+    assert {"loss", "reward_mean", "learning_rate"} <= set(steps[-1].metrics.values)
+    assert any(e.stage == "eval" and e.WhichOneof("kind") == "metrics" for e in events)
+
+    status = stub.GetRun(learner_pb2.GetRunRequest(run_id=run_id), metadata=AUTH)
+    assert status.state == run_pb2.RUN_STATE_SUCCEEDED and status.policy_version == 3
+    assert [s.stage for s in status.stages] == ["data", "sft", "grpo", "eval"]
+    assert all(s.state == run_pb2.RUN_STATE_SUCCEEDED and s.progress == 1.0 for s in status.stages)
+
+    assert server.metrics_url is not None
+    metrics = scrape(server.metrics_url)
+    assert metrics["skillfactory_learner_step"] == 3
+    assert metrics["skillfactory_learner_policy_version"] == 3
+    assert metrics["skillfactory_learner_steps_total"] == 3
+    assert metrics["skillfactory_learner_samples_trained_total"] > 0
+    assert metrics["skillfactory_learner_learning_rate"] > 0
+    # a random tiny model scores 0, so every advantage (and the loss) is 0: the series exist
+    assert {"skillfactory_learner_loss", "skillfactory_learner_reward_mean"} <= set(metrics)
+    assert metrics["skillfactory_learner_runs{state=SUCCEEDED}"] == 1
+    assert metrics["skillfactory_learner_weight_sync_seconds_count"] == 3
+
+    # a late watcher gets the events so far (resuming after a sequence too), then the end
+    assert watch_all(stub, run_id) == events
+    assert watch_all(stub, run_id, after=len(events) - 2) == events[-2:]
+
+    server.stop(grace_s=0)
+    restarted = start_learner(state)
+    stub = stub_of(restarted)
+    listed = stub.ListRuns(learner_pb2.ListRunsRequest(), metadata=AUTH).runs
+    assert [(r.run_id, r.state) for r in listed] == [(run_id, run_pb2.RUN_STATE_SUCCEEDED)]
+    assert listed[0] == stub.GetRun(learner_pb2.GetRunRequest(run_id=run_id), metadata=AUTH)
+    assert watch_all(stub, run_id) == events
+
+
+def test_cancelling_the_running_run_stops_it_at_its_next_event(
+    start_learner: Callable[[Path], LearnerServer], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    server = start_learner(tmp_path / "state")
+    stub = stub_of(server)
+    spec = spec_proto(tiny_model_dir, tmp_path / "runs", stages=["grpo", "eval"])
+    run_id = stub.SubmitRun(learner_pb2.SubmitRunRequest(spec=spec), metadata=AUTH).run_id
+    request = learner_pb2.WatchRunRequest(run_id=run_id)
+    seen = []
+    for event in stub.WatchRun(request, metadata=AUTH, timeout=120):
+        seen.append(event)
+        if event.stage == "grpo" and event.WhichOneof("kind") == "metrics":
+            cancel = learner_pb2.CancelRunRequest(run_id=run_id, reason="enough")
+            stub.CancelRun(cancel, metadata=AUTH)
+    assert seen[-1].state == run_pb2.RUN_STATE_CANCELLED
+    status = stub.GetRun(learner_pb2.GetRunRequest(run_id=run_id), metadata=AUTH)
+    assert status.state == run_pb2.RUN_STATE_CANCELLED and status.message == "enough"
+    grpo = next(s for s in status.stages if s.stage == "grpo")
+    assert grpo.state == run_pb2.RUN_STATE_CANCELLED and 0 < grpo.progress < 1
+    assert not any(e.message == "started" and e.stage == "eval" for e in seen)
+
+
+def test_a_pending_run_is_cancelled_at_once_and_pending_runs_persist(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    spec = parse_run_spec(tiny_spec(tiny_model_dir, tmp_path / "runs"))
+    controller = RunController(tmp_path / "state")  # not started: runs stay pending
+    first, second = controller.submit(spec), controller.submit(spec)
+    assert controller.cancel(first.run_id, "changed my mind").state == CANCELLED
+    assert [e.value for e in controller.watch(first.run_id)] == [PENDING, CANCELLED]
+    reloaded = RunController(tmp_path / "state")
+    assert [(r.run_id, r.state) for r in reloaded.list()] == [
+        (first.run_id, CANCELLED),
+        (second.run_id, PENDING),
+    ]
+    assert list(reloaded._queue) == [second.run_id]
+
+
+def test_bad_requests_get_the_right_codes(
+    start_learner: Callable[[Path], LearnerServer], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    server = start_learner(tmp_path / "state")
+    stub = stub_of(server)
+    spec = spec_proto(tiny_model_dir, tmp_path / "runs")
+    spec.grpo.max_staleness = -1
+
+    def code_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        return caught.value.code(), caught.value.details()  # type: ignore[attr-defined]
+
+    code, details = code_of(
+        lambda: stub.SubmitRun(learner_pb2.SubmitRunRequest(spec=spec), metadata=AUTH)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "grpo.max_staleness" in details
+
+    listing = learner_pb2.ListRunsRequest()
+    assert code_of(lambda: stub.ListRuns(listing))[0] == grpc.StatusCode.UNAUTHENTICATED
+    wrong = bearer_metadata("not-the-token")
+    assert code_of(lambda: stub.ListRuns(listing, metadata=wrong))[0] == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+
+    unknown = "no-such-run"
+    for call in (
+        lambda: stub.GetRun(learner_pb2.GetRunRequest(run_id=unknown), metadata=AUTH),
+        lambda: stub.CancelRun(learner_pb2.CancelRunRequest(run_id=unknown), metadata=AUTH),
+        lambda: list(
+            stub.WatchRun(learner_pb2.WatchRunRequest(run_id=unknown), metadata=AUTH, timeout=10)
+        ),
+    ):
+        code, details = code_of(call)
+        assert code == grpc.StatusCode.NOT_FOUND and unknown in details
+    assert stub.ListRuns(listing, metadata=AUTH).runs == []
+    time.sleep(0)  # nothing was queued: the learner stays idle
