@@ -100,6 +100,107 @@ def serve_reward(
 serve_app.command("reward")(serve_reward)
 
 
+ModelOption = Annotated[
+    str, typer.Option(help="Model folder, hub id or registered short name to generate with.")
+]
+EngineOption = Annotated[str, typer.Option(help="Engine: transformers or vllm.")]
+DeviceOption = Annotated[
+    str, typer.Option(help="Torch device of the transformers engine; auto picks cuda if any.")
+]
+DtypeOption = Annotated[str, typer.Option(help="Weights dtype: auto, float32, bfloat16, float16.")]
+MaxBatchOption = Annotated[
+    int, typer.Option(min=1, help="Most rows (prompts × n) decoded together in one engine call.")
+]
+CompileOption = Annotated[
+    bool, typer.Option(help="On GPU: static KV cache and a compiled decode step (transformers).")
+]
+SeedOption = Annotated[int, typer.Option(help="Sampling seed of the engine.")]
+
+
+def serve_rollout(
+    model: ModelOption,
+    engine: EngineOption = "transformers",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    max_batch_size: MaxBatchOption = 64,
+    compile: CompileOption = True,
+    seed: SeedOption = 0,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 0,
+    metrics_port: MetricsPortOption = 0,
+    token_file: TokenFileOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    max_message_mb: MaxMessageOption = 64.0,
+    workers: WorkersOption = 8,
+    grace_seconds: GraceOption = 60.0,
+    drain_seconds: DrainOption = 0.0,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Serve the rollout service: generation with one engine, weight reloads between requests."""
+    from pydantic import ValidationError
+
+    from skillfactory.engines.setup import setup_engine
+    from skillfactory.models.registry import ModelUnavailableError
+    from skillfactory.runspec import TransformersEngineSpec, VllmEngineSpec
+    from skillfactory.serving.auth import TokenError, load_token
+    from skillfactory.serving.logs import setup_logging
+    from skillfactory.serving.rollout import setup_rollout_server
+    from skillfactory.serving.server import ServingConfig
+
+    setup_logging("rollout", log_level)
+    try:
+        token = load_token(token_file)
+        config = ServingConfig(
+            host=host,
+            port=port,
+            metrics_port=None if metrics_port < 0 else metrics_port,
+            max_workers=workers,
+            max_message_mb=max_message_mb,
+            grace_s=grace_seconds,
+            drain_s=drain_seconds,
+            token=token,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+        spec: TransformersEngineSpec | VllmEngineSpec
+        if engine == "transformers":
+            spec = TransformersEngineSpec(
+                dtype=dtype,  # type: ignore[arg-type]
+                device=device,
+                max_batch_size=max_batch_size,
+                compile=compile,
+            )
+        elif engine == "vllm":
+            spec = VllmEngineSpec(dtype=dtype)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"unknown engine {engine!r}: transformers or vllm")
+    except (TokenError, ValueError, ValidationError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    try:
+        generator = setup_engine(spec, model, seed=seed)
+    except (ModelUnavailableError, OSError) as error:
+        typer.echo(f"cannot load the model {model!r}: {error}", err=True)
+        raise typer.Exit(2) from None
+    server, _ = setup_rollout_server(config, generator, model=model, max_batch_size=max_batch_size)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        generator.close()
+        typer.echo(f"cannot start the rollout service: {error}", err=True)
+        raise typer.Exit(1) from None
+    sys.stdout.write(json.dumps(server.ready_info()) + "\n")
+    sys.stdout.flush()
+    try:
+        server.wait_for_termination_signal()
+    finally:
+        generator.close()
+
+
+serve_app.command("rollout")(serve_rollout)
+
+
 def register(app: typer.Typer) -> None:
     """Add the `serve` command group."""
     app.add_typer(serve_app, name="serve")

@@ -1,0 +1,379 @@
+"""The rollout service: generation over one `Engine`, and weight reloads between requests.
+
+- `Generate` answers `n` completions (token ids, behaviour logprobs, policy version) per prompt.
+- `GenerateStream` sends each prompt's completions as soon as the engine call holding it is done;
+  prompts go to the engine in chunks of at most `max_batch_size` rows (`n` rows per prompt).
+- `UpdateWeights` takes a weight-store notice (`skillfactory.train.weight_store`): the folder's
+  checksum is verified first (outside the lock, so generation goes on meanwhile), then the engine
+  loads it under the engine lock, i.e. between two engine calls. A notice whose version is not
+  newer than the engine's is a no-op that answers the current version (notices may be re-sent or
+  arrive out of order); a torn, tampered or pruned folder, or weights that do not fit the model,
+  answer FAILED_PRECONDITION with the reason and leave the engine as it was.
+- `GetPolicyVersion` answers the version in use and the model's name.
+
+The engine is not assumed thread-safe: one lock serializes engine calls and weight loads. A unary
+`Generate` holds it for the whole request, so all its completions share one policy version; a
+stream releases it between chunks (a weight update may land mid-stream — every completion carries
+the version it was sampled with).
+
+Series added to the server's registry:
+
+- `skillfactory_rollout_tokens_generated_total` — completion tokens sampled;
+- `skillfactory_rollout_tokens_per_second` — throughput of the latest engine call;
+- `skillfactory_rollout_requests_total{method}`, `skillfactory_rollout_prompts_total`,
+  `skillfactory_rollout_completions_total` — work asked for;
+- `skillfactory_rollout_generate_seconds` — histogram of engine-call latency;
+- `skillfactory_rollout_batch_rows` — histogram of rows (prompts × n) per engine call;
+- `skillfactory_rollout_policy_version` — version of the weights in use;
+- `skillfactory_rollout_weight_sync_seconds` — histogram of verify + load time;
+- `skillfactory_rollout_weight_sync_failures_total{reason}` — refused notices.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from skillfactory.engines.base import Completion, Engine, Prompt, SamplingParams
+from skillfactory.serving.logs import bind_run_id
+from skillfactory.serving.server import ServiceServer, ServingConfig
+from skillfactory.v1 import data_pb2, rollout_pb2, rollout_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "skillfactory.v1.Rollout"
+"""Fully qualified service name, as the health service reports it."""
+
+MAX_N = 1024
+"""Most completions one prompt may ask for."""
+
+GENERATE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+FINISH_TO_PROTO = {
+    "stop": data_pb2.FINISH_REASON_STOP,
+    "length": data_pb2.FINISH_REASON_LENGTH,
+    "abort": data_pb2.FINISH_REASON_ABORT,
+}
+
+
+class RolloutMetrics:
+    """Rollout-specific series in a server's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tokens = Counter(
+            "skillfactory_rollout_tokens_generated",
+            "Completion tokens sampled.",
+            registry=registry,
+        )
+        self.tokens_per_second = Gauge(
+            "skillfactory_rollout_tokens_per_second",
+            "Completion tokens per second of the latest engine call.",
+            registry=registry,
+        )
+        self.requests = Counter(
+            "skillfactory_rollout_requests",
+            "Generation requests, by method.",
+            ("method",),
+            registry=registry,
+        )
+        self.prompts = Counter(
+            "skillfactory_rollout_prompts", "Prompts generated for.", registry=registry
+        )
+        self.completions = Counter(
+            "skillfactory_rollout_completions", "Completions sampled.", registry=registry
+        )
+        self.generate_seconds = Histogram(
+            "skillfactory_rollout_generate_seconds",
+            "Time of one engine generate call, in seconds.",
+            buckets=GENERATE_BUCKETS,
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            "skillfactory_rollout_batch_rows",
+            "Rows (prompts × n) per engine generate call.",
+            buckets=ROWS_BUCKETS,
+            registry=registry,
+        )
+        self.policy_version = Gauge(
+            "skillfactory_rollout_policy_version",
+            "Policy version of the weights in use.",
+            registry=registry,
+        )
+        self.weight_sync_seconds = Histogram(
+            "skillfactory_rollout_weight_sync_seconds",
+            "Time to verify and load a new policy version, in seconds.",
+            buckets=SYNC_BUCKETS,
+            registry=registry,
+        )
+        self.weight_sync_failures = Counter(
+            "skillfactory_rollout_weight_sync_failures",
+            "Weight updates refused, by reason.",
+            ("reason",),
+            registry=registry,
+        )
+
+
+class InvalidRequest(ValueError):
+    """A request that cannot be served as asked (answered INVALID_ARGUMENT)."""
+
+
+class WeightSyncError(RuntimeError):
+    """A weight update that cannot be loaded (answered FAILED_PRECONDITION)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def sampling_from_proto(message: data_pb2.SamplingParams | None, n: int) -> SamplingParams:
+    """Engine sampling parameters from their protobuf form. Fields left at zero where zero is not
+    a valid value (top_p, repetition_penalty, max_tokens) take the engine defaults, as does n 0;
+    temperature 0 is greedy and top_k 0 means no limit. Raises `InvalidRequest` for values out of range."""
+    defaults = SamplingParams()
+    n = n or 1  # unset
+    if not 1 <= n <= MAX_N:
+        raise InvalidRequest(f"n must be between 1 and {MAX_N}, got {n}")
+    if message is None:
+        return SamplingParams(n=n)
+    try:
+        return SamplingParams(
+            n=n,
+            temperature=message.temperature,
+            top_p=message.top_p or defaults.top_p,
+            top_k=int(message.top_k),
+            repetition_penalty=message.repetition_penalty or defaults.repetition_penalty,
+            max_tokens=int(message.max_tokens) or defaults.max_tokens,
+            stop=tuple(message.stop),
+            seed=int(message.seed) if message.HasField("seed") else None,
+        )
+    except ValueError as error:
+        raise InvalidRequest(f"sampling: {error}") from None
+
+
+def sampling_to_proto(params: SamplingParams) -> data_pb2.SamplingParams:
+    """The protobuf form of engine sampling parameters (`n` travels in the request)."""
+    message = data_pb2.SamplingParams(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        repetition_penalty=params.repetition_penalty,
+        max_tokens=params.max_tokens,
+        stop=list(params.stop),
+    )
+    if params.seed is not None:
+        message.seed = params.seed
+    return message
+
+
+def completion_to_proto(completion: Completion) -> data_pb2.Completion:
+    return data_pb2.Completion(
+        text=completion.text,
+        token_ids=completion.token_ids,
+        logprobs=completion.logprobs,
+        policy_version=completion.policy_version,
+        finish_reason=FINISH_TO_PROTO.get(
+            completion.finish_reason, data_pb2.FINISH_REASON_UNSPECIFIED
+        ),
+        prompt_token_ids=completion.prompt_token_ids,
+    )
+
+
+def prompts_of(request: rollout_pb2.GenerateRequest) -> list[Prompt]:
+    """The engine prompts of a request: raw text, or one user message each."""
+    if request.apply_chat_template:
+        return [[{"role": "user", "content": p}] for p in request.prompts]
+    return list(request.prompts)
+
+
+class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
+    """`Rollout` over one engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        model: str = "",
+        max_batch_size: int = 64,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self.engine = engine
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.metrics = RolloutMetrics(registry) if registry is not None else None
+        self._engine_lock = threading.Lock()
+        if self.metrics is not None:
+            self.metrics.policy_version.set(engine.policy_version)
+
+    # ---- generation ---------------------------------------------------------------------------
+
+    def chunks(self, count: int, n: int) -> Iterator[range]:
+        """Prompt index ranges of at most `max_batch_size` rows (at least one prompt each)."""
+        size = max(1, self.max_batch_size // max(n, 1))
+        for start in range(0, count, size):
+            yield range(start, min(start + size, count))
+
+    def _generate_locked(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[list[Completion]]:
+        """One engine call; the caller holds the engine lock."""
+        start = time.perf_counter()
+        results = self.engine.generate(prompts, params)
+        seconds = time.perf_counter() - start
+        if self.metrics is not None:
+            tokens = sum(len(c.token_ids) for group in results for c in group)
+            self.metrics.tokens.inc(tokens)
+            self.metrics.tokens_per_second.set(tokens / seconds if seconds > 0 else 0.0)
+            self.metrics.generate_seconds.observe(seconds)
+            self.metrics.batch_rows.observe(len(prompts) * params.n)
+            self.metrics.prompts.inc(len(prompts))
+            self.metrics.completions.inc(sum(len(group) for group in results))
+        return results
+
+    def _prepare(
+        self, request: rollout_pb2.GenerateRequest, method: str
+    ) -> tuple[list[Prompt], SamplingParams]:
+        if self.metrics is not None:
+            self.metrics.requests.labels(method).inc()
+        sampling = request.sampling if request.HasField("sampling") else None
+        return prompts_of(request), sampling_from_proto(sampling, int(request.n))
+
+    def generate(self, request: rollout_pb2.GenerateRequest) -> rollout_pb2.GenerateResponse:
+        """All prompts' completions, sampled with one policy version."""
+        prompts, params = self._prepare(request, "Generate")
+        response = rollout_pb2.GenerateResponse()
+        with self._engine_lock:
+            for indices in self.chunks(len(prompts), params.n):
+                results = self._generate_locked([prompts[i] for i in indices], params)
+                for index, completions in zip(indices, results, strict=True):
+                    response.results.append(_prompt_completions(index, completions))
+            response.policy_version = self.engine.policy_version
+        return response
+
+    def generate_stream(
+        self, request: rollout_pb2.GenerateRequest, context: grpc.ServicerContext | None = None
+    ) -> Iterator[rollout_pb2.PromptCompletions]:
+        """Each prompt's completions as soon as its chunk is done; stops early when the client
+        goes away."""
+        prompts, params = self._prepare(request, "GenerateStream")
+        for indices in self.chunks(len(prompts), params.n):
+            if context is not None and not context.is_active():
+                log.info("stream cancelled by the client", extra={"done": indices.start})
+                return
+            with self._engine_lock:
+                results = self._generate_locked([prompts[i] for i in indices], params)
+            for index, completions in zip(indices, results, strict=True):
+                yield _prompt_completions(index, completions)
+
+    # ---- weights ------------------------------------------------------------------------------
+
+    def update_weights(self, update: data_pb2.WeightUpdate) -> rollout_pb2.UpdateWeightsResponse:
+        """Verify and load a published version (see the module notes); raises `WeightSyncError`."""
+        from skillfactory.train.weight_store import TornWeights, verify
+
+        if update.version < 0:
+            raise InvalidRequest(f"version must be ≥ 0, got {update.version}")
+        current = self.engine.policy_version
+        if update.version <= current:
+            log.info("stale weight update ignored", extra={"version": update.version})
+            return rollout_pb2.UpdateWeightsResponse(policy_version=current)
+        start = time.perf_counter()
+        try:
+            folder = verify(update)
+        except TornWeights as error:
+            self._failed("torn")
+            raise WeightSyncError("torn", str(error)) from None
+        with self._engine_lock:
+            if update.version <= self.engine.policy_version:  # a concurrent update won
+                return rollout_pb2.UpdateWeightsResponse(policy_version=self.engine.policy_version)
+            try:
+                self.engine.load_weights(folder, int(update.version))
+            except (OSError, ValueError, RuntimeError) as error:
+                self._failed("load")
+                raise WeightSyncError(
+                    "load", f"version {update.version}: cannot load {folder}: {error}"
+                ) from None
+            version = self.engine.policy_version
+        seconds = time.perf_counter() - start
+        if self.metrics is not None:
+            self.metrics.weight_sync_seconds.observe(seconds)
+            self.metrics.policy_version.set(version)
+        log.info("weights loaded", extra={"version": version, "seconds": round(seconds, 3)})
+        return rollout_pb2.UpdateWeightsResponse(policy_version=version, load_seconds=seconds)
+
+    def _failed(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.weight_sync_failures.labels(reason).inc()
+
+    # ---- RPCs ---------------------------------------------------------------------------------
+
+    def Generate(  # noqa: N802 (the RPC's name)
+        self, request: rollout_pb2.GenerateRequest, context: grpc.ServicerContext
+    ) -> rollout_pb2.GenerateResponse:
+        with bind_run_id(request.run_id or None):
+            try:
+                return self.generate(request)
+            except InvalidRequest as error:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                raise  # unreachable: abort raises
+
+    def GenerateStream(  # noqa: N802
+        self, request: rollout_pb2.GenerateRequest, context: grpc.ServicerContext
+    ) -> Iterator[rollout_pb2.PromptCompletions]:
+        with bind_run_id(request.run_id or None):
+            try:
+                yield from self.generate_stream(request, context)
+            except InvalidRequest as error:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
+    def UpdateWeights(  # noqa: N802
+        self, request: rollout_pb2.UpdateWeightsRequest, context: grpc.ServicerContext
+    ) -> rollout_pb2.UpdateWeightsResponse:
+        update = request.update
+        with bind_run_id(update.run_id or None):
+            try:
+                return self.update_weights(update)
+            except InvalidRequest as error:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            except WeightSyncError as error:
+                log.warning("weight update refused", extra={"error": str(error)})
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise AssertionError("unreachable")
+
+    def GetPolicyVersion(  # noqa: N802
+        self, request: rollout_pb2.GetPolicyVersionRequest, context: grpc.ServicerContext
+    ) -> rollout_pb2.GetPolicyVersionResponse:
+        return rollout_pb2.GetPolicyVersionResponse(
+            policy_version=self.engine.policy_version, model=self.model
+        )
+
+    def add_to(self, server: grpc.Server) -> None:
+        rollout_pb2_grpc.add_RolloutServicer_to_server(self, server)
+
+
+def _prompt_completions(
+    index: int, completions: Sequence[Completion]
+) -> rollout_pb2.PromptCompletions:
+    message = rollout_pb2.PromptCompletions(prompt_index=index)
+    message.completions.extend(completion_to_proto(c) for c in completions)
+    return message
+
+
+def setup_rollout_server(
+    config: ServingConfig, engine: Engine, *, model: str = "", max_batch_size: int = 64
+) -> tuple[ServiceServer, RolloutServicer]:
+    """A rollout server (not started yet) over `engine`, with its servicer and metrics."""
+    server = ServiceServer("rollout", config)
+    servicer = RolloutServicer(
+        engine, model=model, max_batch_size=max_batch_size, registry=server.metrics.registry
+    )
+    server.add_service(SERVICE_NAME, servicer.add_to)
+    return server, servicer
