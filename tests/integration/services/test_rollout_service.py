@@ -9,8 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from skillfactory.engines.base import Completion, Prompt, SamplingParams
 from skillfactory.engines.transformers_engine import TransformersEngine
 from skillfactory.serving.auth import bearer_metadata
 from skillfactory.serving.rollout import (
@@ -179,6 +182,48 @@ def test_update_weights_changes_version_and_weights(
     assert samples["skillfactory_rollout_tokens_per_second"] > 0
     assert samples["skillfactory_rollout_generate_seconds_count"] == 1
     assert samples["skillfactory_rollout_requests_total"] == 1
+
+
+class HeldEngine(TransformersEngine):
+    """The tiny engine whose generate call waits until the test releases it (a long batch)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        self.entered.set()
+        assert self.release.wait(timeout=20)
+        return super().generate(prompts, params)
+
+
+def test_weights_load_between_requests_not_during_one(tiny_model_dir: Path, tmp_path: Path) -> None:
+    engine = HeldEngine(tiny_model_dir, device="cpu", compile=False, max_batch_size=2)
+    config = ServingConfig(grace_s=1.0, linger_s=0.0, metrics_port=None)
+    server, _ = setup_rollout_server(config, engine, max_batch_size=2)
+    server.start()
+    try:
+        rollout = stub(server.address)
+        request = rollout_pb2.GenerateRequest(prompts=PROMPTS, n=1, sampling=SAMPLING)
+        generating = rollout.Generate.future(request, timeout=30)  # 3 engine calls
+        assert engine.entered.wait(timeout=10)
+        state = {k: v.detach().clone() + 0.5 for k, v in engine.model.state_dict().items()}
+        update = WeightStore(tmp_path / "weights").publish(state, version=1)
+        updating = rollout.UpdateWeights.future(
+            rollout_pb2.UpdateWeightsRequest(update=update), timeout=30
+        )
+        time.sleep(0.3)
+        assert not updating.done() and engine.policy_version == 0  # waits for the request
+        engine.release.set()
+        response = generating.result()
+        assert response.policy_version == 0
+        _check_completions(response.results, n=1, version=0)  # one version for all chunks
+        assert updating.result().policy_version == 1
+        assert rollout.Generate(request, timeout=30).policy_version == 1
+    finally:
+        engine.release.set()
+        server.stop(grace_s=0)
 
 
 def test_token_auth(start_rollout: Callable[..., Started]) -> None:
