@@ -73,3 +73,26 @@ def test_killed_run_resumes_with_version_continuity_and_no_group_trained_twice(
     assert len(trained) == len(set(trained)) == 4 * len(steps)
     # the steps kept from before the kill are exactly the first ones, unchanged
     assert steps[: summary["resumed_from_version"]] == before[: summary["resumed_from_version"]]
+
+
+def test_a_run_where_every_group_is_filtered_stops_with_a_clear_error(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Zero-variance filter on and a reward that is always 0: no group can train, so the stage
+    stops after 20 steps' worth of refusals instead of sampling forever."""
+    from first_token_grpo import first_token_spec  # noqa: I001 (the script's folder is on sys.path)
+
+    from skillfactory.engines.transformers_engine import TransformersEngine
+    from skillfactory.stages.grpo import GRPOStage, StalledRun
+
+    spec = first_token_spec(tmp_path, 1, 3, 1)
+    grpo = spec.grpo.model_copy(update={"filter_zero_variance": True, "max_response_length": 2})
+    spec = spec.model_copy(update={"grpo": grpo})
+    stage = GRPOStage(
+        spec,
+        tiny_model_dir,
+        lambda path: TransformersEngine(path, device="cpu", max_batch_size=64, seed=0),
+        score=lambda problem, completion: 0.0,
+    )
+    with pytest.raises(StalledRun, match="zero reward variance: 2"):
+        stage.run()

@@ -64,6 +64,23 @@ def rollout_params(spec: RunSpec) -> SamplingParams:
     )
 
 
+class StalledRun(RuntimeError):
+    """The learner refused every group for a long time: nothing can train."""
+
+    def __init__(self, refused: int, counters: Any) -> None:
+        super().__init__(
+            f"the learner refused the last {refused} groups (too stale: "
+            f"{counters.dropped_stale}, zero reward variance: {counters.dropped_zero_variance} in "
+            "all): with grpo.filter_zero_variance on, a model that is always right or always wrong "
+            "yields no group to train on; turn the filter off or start from a stronger model"
+        )
+
+
+def max_refused_in_a_row(spec: RunSpec) -> int:
+    """Groups refused in a row after which the run stops as stalled (20 steps' worth)."""
+    return max(256, 20 * spec.grpo.prompts_per_step)
+
+
 def keep_steps_up_to(path: Path, version: int) -> int:
     """Drop the lines of `steps.jsonl` past `version` (undone by a resume); returns how many."""
     if not path.exists():
@@ -172,6 +189,7 @@ class GRPOStage:
         thread = sampler.start(stop)
         steps_log = (self.out / STEPS_FILE).open("a")
         wait_seconds = 0.0
+        refused_in_a_row = 0
         try:
             waiting: list[tuple[str, Group]] = []
             unacked: list[str] = []
@@ -185,6 +203,9 @@ class GRPOStage:
                     group = Group.from_proto(message)
                     accepted = learner.accepts(group)
                     admission.on_group_done(accepted)
+                    refused_in_a_row = 0 if accepted else refused_in_a_row + 1
+                    if refused_in_a_row > max_refused_in_a_row(self.spec):
+                        raise StalledRun(refused_in_a_row, learner.counters)
                     if accepted:
                         waiting.append((entry.id, group))
                     else:
