@@ -231,7 +231,7 @@ class RunController:
             self._queue.append(record.run_id)
             self._update_run_gauges()
             self._cond.notify_all()
-        log.info("run submitted", extra={"run_id": record.run_id, "name": record.name})
+        log.info("run submitted", extra={"run_id": record.run_id, "run_name": record.name})
         return record
 
     def get(self, run_id: str) -> RunRecord:

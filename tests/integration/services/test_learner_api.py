@@ -4,6 +4,9 @@ the error codes of bad requests."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import time
 import urllib.request
@@ -13,8 +16,11 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
+from skillfactory.cli import app
 from skillfactory.contracts.runspec_proto import run_spec_to_proto
 from skillfactory.runspec import parse_run_spec
 from skillfactory.serving.auth import bearer_metadata
@@ -193,3 +199,80 @@ def test_bad_requests_get_the_right_codes(
         assert code == grpc.StatusCode.NOT_FOUND and unknown in details
     assert stub.ListRuns(listing, metadata=AUTH).runs == []
     time.sleep(0)  # nothing was queued: the learner stays idle
+
+
+@pytest.fixture
+def learner_processes(tmp_path: Path) -> Iterator[Callable[[Path], dict[str, Any]]]:
+    """Starts `skillfactory learner serve` processes; kills what is left at the end."""
+    processes: list[subprocess.Popen[str]] = []
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+
+    def start(state_dir: Path) -> dict[str, Any]:
+        command = [
+            sys.executable, "-m", "skillfactory.cli", "learner", "serve", "--state-dir",
+            str(state_dir), "--port", "0", "--metrics-port", "0", "--token-file", str(token_file),
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        stderr = tmp_path / f"stderr-{len(processes)}"
+        with stderr.open("w") as sink:
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=sink, text=True, env=env
+            )
+        processes.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line, stderr.read_text()
+        return {**json.loads(line), "process": process, "token_file": token_file}
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_a_learner_killed_mid_grpo_resumes_the_run_after_a_restart(
+    learner_processes: Callable[[Path], dict[str, Any]], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = learner_processes(state)
+    assert first["service"] == "learner" and first["auth"] is True
+    spec = tiny_spec(tiny_model_dir, tmp_path / "runs", stages=["grpo"])  # GRPO alone: faster
+    spec["grpo"] = {**spec["grpo"], "steps": 6, "save_steps": 2}
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    client = ["--learner", first["address"], "--token-file", str(first["token_file"])]
+    runner = CliRunner()
+    submitted = runner.invoke(app, ["submit", str(spec_file), *client])
+    assert submitted.exit_code == 0, submitted.output
+    run_id = submitted.output.strip()
+
+    stub = learner_pb2_grpc.LearnerStub(grpc.insecure_channel(first["address"]))
+    request = learner_pb2.WatchRunRequest(run_id=run_id)
+    for event in stub.WatchRun(request, metadata=AUTH, timeout=120):
+        # the step-2 checkpoint is written before the step's event
+        if (
+            event.stage == "grpo"
+            and event.WhichOneof("kind") == "metrics"
+            and event.metrics.step >= 2
+        ):
+            break
+    first["process"].kill()
+    first["process"].wait()
+
+    second = learner_processes(state)
+    client = ["--learner", second["address"], "--token-file", str(first["token_file"])]
+    watched = runner.invoke(app, ["watch", run_id, *client])
+    assert watched.exit_code == 0, watched.output
+    assert "resumed after a learner restart" in watched.output
+    assert watched.output.rstrip().endswith("run SUCCEEDED")
+    status = runner.invoke(app, ["status", run_id, "--json", *client])
+    assert status.exit_code == 0, status.output
+    record = json.loads(status.output)
+    assert record["state"] == "SUCCEEDED" and record["policy_version"] == 6
+    assert record["stages"] == {"grpo": {"state": "SUCCEEDED", "progress": 1.0}}
+    summary = json.loads((tmp_path / "runs" / "tiny" / "grpo" / "summary.json").read_text())
+    assert summary["resumed_from_version"] in (2, 4) and summary["steps"] == 6
