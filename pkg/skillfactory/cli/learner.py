@@ -287,6 +287,8 @@ def watch(
             _exit_on(error, client.address)
     finally:
         client.close()
+    if final == run_pb2.RUN_STATE_UNSPECIFIED:
+        typer.echo("the stream ended before the run did (the learner stopped?)", err=True)
     if final != run_pb2.RUN_STATE_SUCCEEDED:
         raise typer.Exit(EXIT_FAILED)
 

@@ -333,6 +333,7 @@ class RunController:
                 self._set_state(record, SUCCEEDED)
             log.info("run succeeded")
         finally:
+            self._cancel.pop(record.run_id, None)
             if self.metrics is not None:
                 self.metrics.stage.clear()
 
@@ -506,6 +507,8 @@ class LearnerServicer(learner_pb2_grpc.LearnerServicer):
         size = request.page_size if request.page_size > 0 else DEFAULT_PAGE_SIZE
         try:
             start = int(request.page_token or 0)
+            if start < 0:
+                raise ValueError(start)
         except ValueError:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token ListRuns gave")
         runs = self.controller.list()
@@ -546,15 +549,19 @@ class LearnerServicer(learner_pb2_grpc.LearnerServicer):
 class LearnerServer(ServiceServer):
     """A `ServiceServer` with the learner API and its run controller: `start` also starts the
     controller; `stop` first interrupts the running run (it stays RUNNING and resumes on the next
-    start), then stops the gRPC server gracefully."""
+    start), then stops the gRPC server gracefully and waits up to `run_stop_timeout_s` for the
+    run to reach its next event and stop (a stage without events, like SFT, may outlast it; the
+    process then exits mid-stage, which the next start resumes like any crash)."""
 
     def __init__(
         self,
         config: ServingConfig,
         state_dir: str | Path,
         engine_factory: EngineFactory | None = None,
+        run_stop_timeout_s: float = 60.0,
     ) -> None:
         super().__init__("learner", config)
+        self.run_stop_timeout_s = run_stop_timeout_s
         self.controller = RunController(
             state_dir, engine_factory, LearnerMetrics(self.metrics.registry)
         )
@@ -568,7 +575,7 @@ class LearnerServer(ServiceServer):
     def stop(self, grace_s: float | None = None) -> None:
         self.controller.close()
         super().stop(grace_s)
-        self.controller.join(timeout=self.config.grace_s if grace_s is None else grace_s)
+        self.controller.join(timeout=self.run_stop_timeout_s)
 
 
 def setup_learner_server(

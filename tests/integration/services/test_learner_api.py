@@ -146,6 +146,32 @@ def test_cancelling_the_running_run_stops_it_at_its_next_event(
     assert not any(e.message == "started" and e.stage == "eval" for e in seen)
 
 
+def test_a_server_stopped_mid_run_leaves_it_running_and_the_next_one_resumes_it(
+    start_learner: Callable[[Path], LearnerServer], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    server = start_learner(state)
+    stub = stub_of(server)
+    spec = spec_proto(tiny_model_dir, tmp_path / "runs", stages=["grpo"])
+    spec.grpo.steps, spec.grpo.save_steps = 4, 1
+    run_id = stub.SubmitRun(learner_pb2.SubmitRunRequest(spec=spec), metadata=AUTH).run_id
+    for event in stub.WatchRun(learner_pb2.WatchRunRequest(run_id=run_id), metadata=AUTH):
+        if event.WhichOneof("kind") == "metrics":
+            break
+    server.stop(grace_s=0)  # the run stops at its next step and stays RUNNING
+    assert server.controller.get(run_id).state == "RUNNING"
+
+    stub = stub_of(start_learner(state))
+    events = watch_all(stub, run_id)
+    assert events[-1].state == run_pb2.RUN_STATE_SUCCEEDED
+    messages = [e.message for e in events if e.WhichOneof("kind") == "message"]
+    assert "interrupted: learner stopped" in messages
+    assert "resumed after a learner restart" in messages
+    resumed_at = next(e.sequence for e in events if e.message.startswith("resumed"))
+    steps = [e.metrics.step for e in events[resumed_at:] if e.WhichOneof("kind") == "metrics"]
+    assert steps[-1] == 4 and steps[0] > 1  # resumed from a checkpoint, not from scratch
+
+
 def test_a_pending_run_is_cancelled_at_once_and_pending_runs_persist(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
