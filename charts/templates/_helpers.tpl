@@ -1,0 +1,102 @@
+{{/* Chart name. */}}
+{{- define "sf.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart, unless the release name already contains the chart name. */}}
+{{- define "sf.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels shared by every object. */}}
+{{- define "sf.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "sf.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: skillfactory
+{{- end }}
+
+{{/* Selector labels of one component: include "sf.selector" (list $ "learner"). */}}
+{{- define "sf.selector" -}}
+{{- $ := index . 0 -}}
+app.kubernetes.io/name: {{ include "sf.name" $ }}
+app.kubernetes.io/instance: {{ $.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/* Labels of one component's objects. */}}
+{{- define "sf.componentLabels" -}}
+{{ include "sf.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "sf.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sf.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "sf.image" -}}
+{{- $ := index . 0 -}}
+{{- $img := index . 1 -}}
+{{- printf "%s:%s" $img.repository (default $.Chart.AppVersion $img.tag) }}
+{{- end }}
+
+{{/* Secret names and keys. */}}
+{{- define "sf.tokenSecret" -}}
+{{- default (printf "%s-learner-token" (include "sf.fullname" .)) .Values.learner.token.existingSecret }}
+{{- end }}
+{{- define "sf.redisSecret" -}}
+{{- default (printf "%s-redis" (include "sf.fullname" .)) .Values.redis.auth.existingSecret }}
+{{- end }}
+{{- define "sf.redisPasswordEnabled" -}}
+{{- if or .Values.redis.enabled .Values.redis.auth.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* Redis URL handed to the services (no password: it comes from SKILLFACTORY_REDIS_PASSWORD). */}}
+{{- define "sf.redisUrl" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s-redis:6379/0" (include "sf.fullname" .) }}
+{{- else }}
+{{- required "redis.external.url is required when redis.enabled is false" .Values.redis.external.url }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations for Prometheus scraping: include "sf.scrapeAnnotations" (list $ port). */}}
+{{- define "sf.scrapeAnnotations" -}}
+{{- $ := index . 0 -}}
+{{- if $.Values.metrics.annotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ index . 1 | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{/* Env shared by the services: the Redis password (run specs name it in queue.password_env). */}}
+{{- define "sf.redisEnv" -}}
+{{- if include "sf.redisPasswordEnabled" . }}
+- name: SKILLFACTORY_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sf.redisSecret" . }}
+      key: {{ .Values.redis.auth.existingSecretKey }}
+{{- end }}
+{{- end }}
+
+{{/* True when ServiceMonitors are rendered. */}}
+{{- define "sf.serviceMonitor" -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (or .Values.metrics.serviceMonitor.force (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) }}true{{ end }}
+{{- end }}

@@ -1,0 +1,244 @@
+"""The Helm chart (charts/): lint, render, Kubernetes schema validation, values schema, security
+defaults, and k8s/ in sync. Rendering uses Helm's own engine through helm-python-sdk (no binary,
+no cluster, no network); `lookup` returns nothing offline, so generated Secrets are fresh."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (tests extra)")
+kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts"
+KUBE_VERSIONS = ["1.29.0", "1.33.0"]
+# Objects whose schema kubernetes-validate does not ship (CRDs).
+CRD_KINDS = {"ServiceMonitor"}
+
+ALL_ON: dict[str, Any] = {
+    "image": {"pullSecrets": ["regcred"]},
+    "networkPolicy": {
+        "enabled": True,
+        "learnerIngressFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}],
+        "metricsIngressFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+    },
+    "metrics": {"annotations": True, "serviceMonitor": {"enabled": True, "force": True}},
+    "serviceAccount": {"annotations": {"example.com/role": "x"}},
+    "learner": {
+        "persistence": {"storageClass": "fast"},
+        "nodeSelector": {"gpu": "h100"},
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "extraArgs": ["--workers=4"],
+        "extraEnv": [{"name": "FOO", "value": "bar"}],
+    },
+    "rollout": {"replicas": 3, "nodeSelector": {"gpu": "h100"}, "gpus": 2},
+    "reward": {"autoscaling": {"enabled": True}},
+    "redis": {"persistence": {"storageClass": "fast"}, "maxmemory": "4gb"},
+}
+ALL_OFF: dict[str, Any] = {
+    "networkPolicy": {"enabled": False},
+    "metrics": {"annotations": False, "serviceMonitor": {"enabled": False}},
+    "serviceAccount": {"create": False},
+    "rbac": {"create": False},
+    "learner": {"gpus": 0, "podDisruptionBudget": {"enabled": False}},
+    "rollout": {"gpus": 0, "podDisruptionBudget": {"enabled": False}},
+    "reward": {"autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False}},
+    "redis": {"enabled": False, "external": {"url": "rediss://redis.example.com:6380/0"}},
+}
+CASES = {"defaults": {}, "all-on": ALL_ON, "all-off": ALL_OFF}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values, name="sf", namespace="ml", is_install=True)
+    docs: list[dict[str, Any]] = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return render(CASES[request.param])
+
+
+def containers(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    out = []
+    for d in docs:
+        if d["kind"] in {"Deployment", "StatefulSet"}:
+            pod = d["spec"]["template"]["spec"]
+            for c in pod.get("initContainers", []) + pod["containers"]:
+                out.append((d["metadata"]["name"], pod, c))
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_lint_strict(case: str) -> None:
+    for kube in KUBE_VERSIONS:
+        report = helm.lint(CHART, CASES[case], strict=True, kube_version=f"v{kube}")
+        problems = [m for m in report["messages"] if m["severity"] >= 2]
+        assert not report["errors"] and not problems, report
+
+
+def test_every_object_validates_strictly(rendered: list[dict[str, Any]]) -> None:
+    assert rendered
+    for doc in rendered:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        for kube in KUBE_VERSIONS:
+            kv.validate(doc, kube, strict=True)
+
+
+def test_validation_can_fail() -> None:
+    doc = next(d for d in render({}) if d["kind"] == "Deployment")
+    doc["spec"]["replicas"] = "two"
+    with pytest.raises(kv.ValidationError):
+        kv.validate(doc, "1.33.0", strict=True)
+    doc["spec"]["replicas"] = 1
+    doc["spec"]["template"]["spec"]["containers"][0]["bogusField"] = 1
+    with pytest.raises(kv.ValidationError):
+        kv.validate(doc, "1.33.0", strict=True)
+
+
+def test_expected_objects() -> None:
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in render(ALL_ON)}
+    for expected in [
+        ("StatefulSet", "sf-skillfactory-learner"),
+        ("Service", "sf-skillfactory-learner-headless"),
+        ("Deployment", "sf-skillfactory-rollout"),
+        ("Deployment", "sf-skillfactory-reward"),
+        ("HorizontalPodAutoscaler", "sf-skillfactory-reward"),
+        ("StatefulSet", "sf-skillfactory-redis"),
+        ("Secret", "sf-skillfactory-redis"),
+        ("Secret", "sf-skillfactory-learner-token"),
+        ("Role", "sf-skillfactory-endpointslices"),
+        ("ServiceMonitor", "sf-skillfactory-rollout"),
+        ("PodDisruptionBudget", "sf-skillfactory-reward"),
+    ]:
+        assert expected in kinds
+    assert not any("composer" in name for _, name in kinds)
+    # ServiceMonitor only when the API exists (not offline) or forced.
+    assert not any(d["kind"] == "ServiceMonitor" for d in render({}))
+    off = render(ALL_OFF)
+    assert not any(d["kind"] in {"StatefulSet"} and "redis" in d["metadata"]["name"] for d in off)
+
+
+def test_rollout_gpu_scheduling() -> None:
+    docs = render(ALL_ON)
+    dep = next(
+        d
+        for d in docs
+        if d["metadata"]["name"] == "sf-skillfactory-rollout" and d["kind"] == "Deployment"
+    )
+    assert dep["spec"]["replicas"] == 3
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"gpu": "h100"}
+    assert pod["tolerations"]
+    limits = pod["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == 2
+
+
+def test_role_only_lists_endpointslices() -> None:
+    role = next(d for d in render({}) if d["kind"] == "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}
+    ]
+
+
+def test_probes_use_grpc_health(rendered: list[dict[str, Any]]) -> None:
+    for name, _, c in containers(rendered):
+        if "redis" in name:
+            continue
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"]["port"] == c["ports"][0]["containerPort"], (name, probe)
+
+
+def test_security_defaults(rendered: list[dict[str, Any]]) -> None:
+    found = containers(rendered)
+    assert found
+    for name, pod, c in found:
+        psc, csc = pod["securityContext"], c["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] != 0, name
+        assert csc["runAsNonRoot"] is True and csc.get("runAsUser", 1) != 0, name
+        assert csc["allowPrivilegeEscalation"] is False, name
+        assert csc["readOnlyRootFilesystem"] is True, name
+        assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), name
+        limits = c["resources"]["limits"]
+        assert limits.get("cpu") and limits.get("memory"), name
+        assert c["resources"]["requests"].get("memory"), name
+
+
+def test_network_policy_by_default() -> None:
+    policies = [d for d in render({}) if d["kind"] == "NetworkPolicy"]
+    names = {p["metadata"]["name"] for p in policies}
+    assert "sf-skillfactory-redis" in names and "sf-skillfactory-learner" in names
+    redis = next(p for p in policies if p["metadata"]["name"] == "sf-skillfactory-redis")
+    (rule,) = redis["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "sf"
+
+
+def test_no_secret_value_in_configmaps_or_notes(rendered: list[dict[str, Any]]) -> None:
+    secrets = [
+        base64.b64decode(v).decode()
+        for d in rendered
+        if d["kind"] == "Secret"
+        for v in (d.get("data") or {}).values()
+    ]
+    blobs = [yaml.safe_dump(d) for d in rendered if d["kind"] != "Secret"]
+    for s in secrets:
+        assert len(s) >= 32
+        assert not any(s in b for b in blobs)
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render({}, name="sf", namespace="ml")
+    notes = out["skillfactory/templates/NOTES.txt"]
+    assert "kubectl -n ml port-forward svc/sf-skillfactory-learner" in notes
+    assert "skillfactory submit" in notes and "composer" in notes
+    token = next(d for d in yaml.safe_load_all(out["skillfactory/templates/secrets.yaml"]) if d)
+    assert base64.b64decode(token["data"]["token"]).decode() not in notes
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"rollout": {"replicas": "two"}}, "/rollout/replicas"),
+        ({"reward": {"autoscaling": {"targetCPUUtilizationPercentage": 150}}}, "maximum"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+        ({"containerSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
+        (
+            {"learner": {"resources": {"limits": {"memory": "lots"}}}},
+            "/learner/resources/limits/memory",
+        ),
+        ({"learner": {"tokenValue": "x"}}, "tokenValue"),
+        ({"redis": {"enabled": False}}, "url"),
+        ({"redis": {"external": {"url": "redis://:pw@host"}}}, "/redis/external/url"),
+        ({"rollout": {"engine": "tgi"}}, "/rollout/engine"),
+    ],
+)
+def test_schema_refuses_broken_values(values: dict[str, Any], message: str) -> None:
+    with helm.Chart.load(CHART) as chart:
+        with pytest.raises(helm.HelmValuesError, match=message):
+            chart.validate_schema(values)
+        with pytest.raises(helm.HelmError):
+            chart.render(values, name="sf", namespace="ml")
+
+
+def test_k8s_dir_in_sync() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "render-k8s.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    docs = [d for d in yaml.safe_load_all((ROOT / "k8s" / "skillfactory.yaml").read_text()) if d]
+    assert not any(d["kind"] == "Secret" for d in docs)
