@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -36,6 +35,8 @@ from skillfactory.cli.serve import (
     TlsKeyOption,
     TokenFileOption,
     WorkersOption,
+    serve_until_signal,
+    server_config_or_exit,
 )
 
 if TYPE_CHECKING:
@@ -80,37 +81,28 @@ def serve_learner(
     log_level: LogLevelOption = "info",
 ) -> None:
     """Serve the learner API; runs execute one at a time with the embedded pipeline."""
-    from skillfactory.serving.auth import TokenError, load_token
     from skillfactory.serving.learner_api import setup_learner_server
-    from skillfactory.serving.logs import setup_logging
-    from skillfactory.serving.server import ServingConfig
 
-    setup_logging("learner", log_level)
+    config = server_config_or_exit(
+        "learner",
+        log_level,
+        host=host,
+        port=port,
+        metrics_port=metrics_port,
+        token_file=token_file,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        max_message_mb=max_message_mb,
+        workers=workers,
+        grace_seconds=grace_seconds,
+        drain_seconds=drain_seconds,
+    )
     try:
-        config = ServingConfig(
-            host=host,
-            port=port,
-            metrics_port=None if metrics_port < 0 else metrics_port,
-            max_workers=workers,
-            max_message_mb=max_message_mb,
-            grace_s=grace_seconds,
-            drain_s=drain_seconds,
-            token=load_token(token_file),
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-        )
         server = setup_learner_server(config, state_dir)
-    except (TokenError, ValueError, OSError) as error:
+    except (ValueError, OSError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_INVALID) from None
-    try:
-        server.start()
-    except (OSError, RuntimeError) as error:
-        typer.echo(f"cannot start the learner service: {error}", err=True)
-        raise typer.Exit(EXIT_FAILED) from None
-    sys.stdout.write(json.dumps({**server.ready_info(), "state_dir": str(state_dir)}) + "\n")
-    sys.stdout.flush()
-    server.wait_for_termination_signal()
+    serve_until_signal(server, "learner", state_dir=str(state_dir))
 
 
 # clients -------------------------------------------------------------------------------------

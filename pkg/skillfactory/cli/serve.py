@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,6 +49,59 @@ DrainOption = Annotated[
 LogLevelOption = Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")]
 
 
+def server_config_or_exit(
+    service: str,
+    log_level: str,
+    *,
+    host: str,
+    port: int,
+    metrics_port: int,
+    token_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    max_message_mb: float,
+    workers: int,
+    grace_seconds: float,
+    drain_seconds: float,
+) -> Any:
+    """JSON logs for `service`, then its `ServingConfig` from the shared server options; an
+    unreadable token file or a bad option exits 2 with the reason."""
+    from skillfactory.serving.auth import TokenError, load_token
+    from skillfactory.serving.logs import setup_logging
+    from skillfactory.serving.server import ServingConfig
+
+    setup_logging(service, log_level)
+    try:
+        return ServingConfig(
+            host=host,
+            port=port,
+            metrics_port=None if metrics_port < 0 else metrics_port,
+            max_workers=workers,
+            max_message_mb=max_message_mb,
+            grace_s=grace_seconds,
+            drain_s=drain_seconds,
+            token=load_token(token_file),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+    except (TokenError, ValueError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+
+
+def serve_until_signal(server: Any, service: str, **ready_extra: str) -> None:
+    """Start `server`, print its ready JSON line (plus `ready_extra`), block until SIGTERM or
+    SIGINT and shut down gracefully; a server that cannot start exits 1."""
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        typer.echo(f"cannot start the {service} service: {error}", err=True)
+        raise typer.Exit(1) from None
+    sys.stdout.write(json.dumps({**server.ready_info(), **ready_extra}) + "\n")
+    sys.stdout.flush()
+    server.wait_for_termination_signal()
+
+
 def serve_reward(
     host: HostOption = "127.0.0.1",
     port: PortOption = 0,
@@ -63,38 +116,23 @@ def serve_reward(
     log_level: LogLevelOption = "info",
 ) -> None:
     """Serve the reward service: batch grading with the task graders."""
-    from skillfactory.serving.auth import TokenError, load_token
-    from skillfactory.serving.logs import setup_logging
     from skillfactory.serving.reward import setup_reward_server
-    from skillfactory.serving.server import ServingConfig
 
-    setup_logging("reward", log_level)
-    try:
-        token = load_token(token_file)
-        config = ServingConfig(
-            host=host,
-            port=port,
-            metrics_port=None if metrics_port < 0 else metrics_port,
-            max_workers=workers,
-            max_message_mb=max_message_mb,
-            grace_s=grace_seconds,
-            drain_s=drain_seconds,
-            token=token,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-        )
-    except (TokenError, ValueError) as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(2) from None
-    server = setup_reward_server(config)
-    try:
-        server.start()
-    except (OSError, RuntimeError) as error:
-        typer.echo(f"cannot start the reward service: {error}", err=True)
-        raise typer.Exit(1) from None
-    sys.stdout.write(json.dumps(server.ready_info()) + "\n")
-    sys.stdout.flush()
-    server.wait_for_termination_signal()
+    config = server_config_or_exit(
+        "reward",
+        log_level,
+        host=host,
+        port=port,
+        metrics_port=metrics_port,
+        token_file=token_file,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        max_message_mb=max_message_mb,
+        workers=workers,
+        grace_seconds=grace_seconds,
+        drain_seconds=drain_seconds,
+    )
+    serve_until_signal(setup_reward_server(config), "reward")
 
 
 serve_app.command("reward")(serve_reward)
@@ -143,26 +181,23 @@ def serve_rollout(
     from skillfactory.engines.setup import setup_engine
     from skillfactory.models.registry import ModelUnavailableError
     from skillfactory.runspec import TransformersEngineSpec, VllmEngineSpec
-    from skillfactory.serving.auth import TokenError, load_token
-    from skillfactory.serving.logs import setup_logging
     from skillfactory.serving.rollout import setup_rollout_server
-    from skillfactory.serving.server import ServingConfig
 
-    setup_logging("rollout", log_level)
+    config = server_config_or_exit(
+        "rollout",
+        log_level,
+        host=host,
+        port=port,
+        metrics_port=metrics_port,
+        token_file=token_file,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        max_message_mb=max_message_mb,
+        workers=workers,
+        grace_seconds=grace_seconds,
+        drain_seconds=drain_seconds,
+    )
     try:
-        token = load_token(token_file)
-        config = ServingConfig(
-            host=host,
-            port=port,
-            metrics_port=None if metrics_port < 0 else metrics_port,
-            max_workers=workers,
-            max_message_mb=max_message_mb,
-            grace_s=grace_seconds,
-            drain_s=drain_seconds,
-            token=token,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-        )
         spec: TransformersEngineSpec | VllmEngineSpec
         if engine == "transformers":
             spec = TransformersEngineSpec(
@@ -175,7 +210,7 @@ def serve_rollout(
             spec = VllmEngineSpec(dtype=dtype)  # type: ignore[arg-type]
         else:
             raise ValueError(f"unknown engine {engine!r}: transformers or vllm")
-    except (TokenError, ValueError, ValidationError) as error:
+    except (ValueError, ValidationError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
     try:
@@ -185,15 +220,7 @@ def serve_rollout(
         raise typer.Exit(2) from None
     server, _ = setup_rollout_server(config, generator, model=model, max_batch_size=max_batch_size)
     try:
-        server.start()
-    except (OSError, RuntimeError) as error:
-        generator.close()
-        typer.echo(f"cannot start the rollout service: {error}", err=True)
-        raise typer.Exit(1) from None
-    sys.stdout.write(json.dumps(server.ready_info()) + "\n")
-    sys.stdout.flush()
-    try:
-        server.wait_for_termination_signal()
+        serve_until_signal(server, "rollout")
     finally:
         generator.close()
 
