@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from skillfactory.engines.base import Engine, SamplingParams
-from skillfactory.runspec import SamplingSpec, TransformersEngineSpec, VllmEngineSpec
+from skillfactory.runspec import RunSpec, SamplingSpec, TransformersEngineSpec, VllmEngineSpec
 
 
 def setup_engine(
@@ -35,6 +37,12 @@ def setup_engine(
         compile=spec.compile,
         seed=seed,
     )
+
+
+def spec_engine_factory(spec: RunSpec) -> Callable[[str], Engine]:
+    """Engines of a run spec's kind on any model, seeded with the run seed: what the stages of
+    an embedded run and the evaluation start."""
+    return lambda model: setup_engine(spec.engine, model, spec.seed)
 
 
 def sampling_params(spec: SamplingSpec, n: int, seed: int | None = None) -> SamplingParams:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from skillfactory.engines.base import ChatMessage, Completion, Engine, SamplingParams
+from skillfactory.engines.setup import spec_engine_factory
 from skillfactory.eval.budget_forcing import ForcedSample, force_budget
 from skillfactory.eval.held_out import held_out_problems
 from skillfactory.eval.skill_metrics import (
@@ -104,7 +105,7 @@ def evaluate(
     task_names = list(spec.eval.tasks if tasks is None else tasks)
     count = spec.eval.num_problems if num_problems is None else num_problems
     problems = {name: held_out_problems(spec, name, count) for name in task_names}
-    factory = engine_factory if engine_factory is not None else default_engine_factory(spec)
+    factory = engine_factory if engine_factory is not None else spec_engine_factory(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = read_summary(out_dir)
     for label, model in models.items():
@@ -126,17 +127,6 @@ def evaluate(
         summary[label] = model_summary
     write_json(out_dir / SUMMARY_FILE, summary)
     return summary
-
-
-def default_engine_factory(spec: RunSpec) -> EngineFactory:
-    """Engines of the spec's kind, seeded with the run seed."""
-
-    def factory(model: str) -> Engine:
-        from skillfactory.engines.setup import setup_engine
-
-        return setup_engine(spec.engine, model, spec.seed)
-
-    return factory
 
 
 def eval_params(spec: EvalSpec, seed: int, max_tokens: int | None = None) -> SamplingParams:

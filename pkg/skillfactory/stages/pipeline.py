@@ -62,21 +62,17 @@ class Pipeline:
         engine_factory: Callable[[str], Engine] | None = None,
         on_event: EventCallback | None = None,
     ) -> None:
+        from skillfactory.engines.setup import spec_engine_factory
         from skillfactory.models.registry import resolve_model
 
         self.spec = effective_spec(spec)
         self.dir = run_dir(self.spec)
-        self.engine_factory = engine_factory or self._spec_engine
+        self.engine_factory = engine_factory or spec_engine_factory(self.spec)
         self.on_event = on_event or (lambda stage, event: None)
         self.models: dict[str, str] = {"base": str(resolve_model(self.spec.model))}
         self.results: dict[str, Any] = {}
         self.seconds: dict[str, float] = {}
         """Wall seconds of each stage run."""
-
-    def _spec_engine(self, model: str) -> Engine:
-        from skillfactory.engines.setup import setup_engine
-
-        return setup_engine(self.spec.engine, model, self.spec.seed)
 
     def run(self) -> dict[str, Any]:
         """Every stage to run, in order; returns `{stage: result}` (`run.json` also has the spec,
