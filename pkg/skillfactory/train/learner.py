@@ -222,7 +222,15 @@ class GRPOLearner:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         totals = self._all_reduce(sums)
-        return self._finish_step(groups, totals, float(grad_norm), float(learning_rate), started)
+        return self._finish_step(
+            groups,
+            totals,
+            float(grad_norm),
+            float(learning_rate),
+            started,
+            samples=num_sequences,
+            tokens=num_tokens,
+        )
 
     def _mixed_precision(self) -> Any:
         """bf16 autocast on GPUs (fp32 master weights and optimizer); nothing on CPU."""
@@ -265,10 +273,11 @@ class GRPOLearner:
         grad_norm: float,
         learning_rate: float,
         started: float,
+        *,
+        samples: int,
+        tokens: int,
     ) -> StepMetrics:
         staleness = Counter(self.version - c.policy_version for g in groups for c in g.completions)
-        samples = sum(len(g.completions) for g in groups)
-        tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
         counters = self.counters
         counters.version += 1
         counters.groups_trained += len(groups)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 
 from skillfactory.engines.base import ChatMessage, Completion, Engine, SamplingParams
 from skillfactory.group import Group
@@ -111,7 +112,7 @@ class Sampler:
 
     def sample(self, items: Sequence[tuple[int, Problem]]) -> list[Group]:
         """One group per `(index, problem)`: generate, then grade every completion."""
-        params = SamplingParams(**{**vars(self.params), "seed": self.seed + items[0][0]})
+        params = replace(self.params, seed=self.seed + items[0][0])
         with self.engine_lock:
             outputs = self.engine.generate([grpo_prompt(p) for _, p in items], params)
         groups = []
