@@ -6,8 +6,9 @@
 Both sample with transformers on CPU (TRL: `model.generate`; ours: the transformers engine), at
 temperature 1, and train with the token-mean (TRL: `dapo`) loss, no KL, one optimizer step per
 batch. The reward is 1 when the first completion token is in a quarter of the vocabulary (a
-random model gets ~25 % of it, so groups have a spread). Completion length is fixed by setting
-no EOS (every completion has `--completion-length` tokens) so both sides train the same tokens.
+random model gets ~25 % of it, so groups have a spread). Both sides stop a completion at the
+tokenizer's EOS or after `--completion-length` tokens; a random model rarely samples EOS, so most
+completions run the full length on both sides.
 
 Reported: training samples (completions) per second over the whole training call, and where the
 time goes: generation (inside `generate`) vs the rest (logprobs, loss, backward, optimizer).
@@ -49,16 +50,9 @@ class TimedEngine:
 def build_model(folder: Path, hidden: int, layers: int) -> Path:
     from skillfactory.models.tiny import build_tiny_model
 
-    path = build_tiny_model(
+    return build_tiny_model(
         folder, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers
     )
-    config = json.loads((path / "config.json").read_text())
-    config["eos_token_id"] = None  # fixed-length completions on both sides
-    (path / "config.json").write_text(json.dumps(config))
-    generation = json.loads((path / "generation_config.json").read_text())
-    generation["eos_token_id"] = None
-    (path / "generation_config.json").write_text(json.dumps(generation))
-    return path
 
 
 def prompts(n: int) -> list[str]:
