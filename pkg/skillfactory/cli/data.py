@@ -36,11 +36,11 @@ def run_data_stage(spec: RunSpec) -> dict[str, Any]:
         TimeRemainingColumn,
     )
 
-    from skillfactory.engines.setup import setup_engine
+    from skillfactory.engines.setup import engine_batch_rows, setup_engine
     from skillfactory.stages.data import Stage1
 
     engine = setup_engine(spec.engine, spec.model, spec.seed)
-    rows = getattr(spec.engine, "max_batch_size", 256)
+    rows = engine_batch_rows(spec.engine)
     stage = Stage1(spec, engine, max_batch_rows=rows)
     with Progress(
         TextColumn("stage 1 [bold]{task.fields[task_name]}[/]"),

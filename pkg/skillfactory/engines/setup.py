@@ -39,6 +39,12 @@ def setup_engine(
     )
 
 
+def engine_batch_rows(spec: TransformersEngineSpec | VllmEngineSpec) -> int:
+    """Rows (prompts × samples) worth sending an engine in one call: the transformers engine's
+    batch size; vLLM schedules its own batches, so 256 rows."""
+    return spec.max_batch_size if isinstance(spec, TransformersEngineSpec) else 256
+
+
 def spec_engine_factory(spec: RunSpec) -> Callable[[str], Engine]:
     """Engines of a run spec's kind on any model, seeded with the run seed: what the stages of
     an embedded run and the evaluation start."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from skillfactory.engines.base import Engine, SamplingParams
+from skillfactory.engines.setup import engine_batch_rows
 from skillfactory.group import Group
 from skillfactory.queue import Queue, open_queue, read_messages
 from skillfactory.runspec import RunSpec
@@ -270,5 +271,5 @@ def set_threads(threads: int | None) -> int | None:
 
 def engine_rows(spec: RunSpec) -> int:
     """Prompts per generate call that fill the engine's batch (rows / group size)."""
-    rows = getattr(spec.engine, "max_batch_size", 256)
+    rows = engine_batch_rows(spec.engine)
     return max(1, rows // spec.grpo.group_size)

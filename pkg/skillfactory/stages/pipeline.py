@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from skillfactory.engines.base import Engine
+from skillfactory.engines.setup import engine_batch_rows, spec_engine_factory
 from skillfactory.runspec import RunSpec, Stage
 
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -62,7 +63,6 @@ class Pipeline:
         engine_factory: Callable[[str], Engine] | None = None,
         on_event: EventCallback | None = None,
     ) -> None:
-        from skillfactory.engines.setup import spec_engine_factory
         from skillfactory.models.registry import resolve_model
 
         self.spec = effective_spec(spec)
@@ -102,7 +102,7 @@ class Pipeline:
 
         engine = self.engine_factory(self.models["base"])
         try:
-            rows = getattr(self.spec.engine, "max_batch_size", 256)
+            rows = engine_batch_rows(self.spec.engine)
             return Stage1(self.spec, engine, max_batch_rows=rows).run(
                 lambda done, total, samples: self.on_event(
                     "data", {"event": "progress", "done": done, "total": total}
