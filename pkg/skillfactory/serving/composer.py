@@ -1,0 +1,291 @@
+"""The composer service: stage 1's verdict filter and trace assembly (Algorithm 1) behind gRPC.
+
+`Compose` turns the graded samples of a batch of problems into silver traces with
+`skillfactory.compose` and answers the traces and a summary. With `output_uri` set it also writes
+the SFT JSONL there, the way stage 1 writes `sft.jsonl` (`dump_record` lines, replaced whole
+through a temporary file and a rename), and answers the `file://` URI of what it wrote.
+
+- A problem without samples or without a correct sample yields no trace; it is counted in the
+  summary and never fails the batch.
+- A reflection's verdict is the message's `verdict` when set; when it is VERDICT_UNSPECIFIED the
+  verdict is parsed from the reflection text (and a missing or odd one drops the reflection).
+- `output_uri` is a path (relative ones are under the data root) or a `file://` URI; it must lie
+  inside the server's data root, symlinks resolved, or the call gets INVALID_ARGUMENT naming
+  `output_uri`. A server without a data root refuses every `output_uri`.
+- An unknown `variant` or a negative `max_samples_per_trace` gets INVALID_ARGUMENT naming the field;
+  empty / 0 mean the library defaults. Request size is bounded by `ServingConfig.max_message_mb`.
+
+Series added to the server's registry:
+
+- `skillfactory_composer_requests_total` — Compose calls answered;
+- `skillfactory_composer_problems_total` / `..._problems_without_correct_total` — problems composed;
+- `skillfactory_composer_traces_composed_total` — traces answered (and written);
+- `skillfactory_composer_pairs_dropped_total{reason}` — reflections the verdict filter dropped
+  (`mismatch`, `no_verdict`, `malformed`);
+- `skillfactory_composer_compose_seconds` — histogram of the time one request takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from skillfactory.compose import (
+    DEFAULT_MAX_SAMPLES_PER_TRACE,
+    DEFAULT_VARIANT,
+    VARIANTS,
+    ComposeOptions,
+    ComposeSummary,
+    ProblemSamples,
+    Reflection,
+    Sample,
+    compose,
+    dump_record,
+    reflection_from_text,
+)
+from skillfactory.compose.record import UNKNOWN_PROMPT_VARIANT
+from skillfactory.serving.logs import bind_run_id
+from skillfactory.serving.reward import problem_from_proto
+from skillfactory.serving.server import ServiceServer, ServingConfig
+from skillfactory.stages.data import write_text_atomically
+from skillfactory.v1 import composer_pb2, composer_pb2_grpc, data_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "skillfactory.v1.Composer"
+"""Fully qualified service name, as the health service reports it."""
+
+FILE_SCHEME = "file://"
+
+SECONDS_BUCKETS = (0.005, 0.02, 0.1, 0.5, 2.0, 10.0, 60.0, 300.0)
+
+_VERDICTS = {data_pb2.VERDICT_CORRECT: True, data_pb2.VERDICT_INCORRECT: False}
+
+
+class InvalidRequest(ValueError):
+    """A request that cannot be served as asked (answered INVALID_ARGUMENT); the message starts
+    with the offending field."""
+
+
+class ComposerMetrics:
+    """Composer-specific series in a server's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "skillfactory_composer_requests", "Compose calls answered.", registry=registry
+        )
+        self.problems = Counter(
+            "skillfactory_composer_problems", "Problems composed.", registry=registry
+        )
+        self.problems_without_correct = Counter(
+            "skillfactory_composer_problems_without_correct",
+            "Problems with no correct sample (they yield no trace).",
+            registry=registry,
+        )
+        self.traces = Counter(
+            "skillfactory_composer_traces_composed", "Silver traces composed.", registry=registry
+        )
+        self.pairs_dropped = Counter(
+            "skillfactory_composer_pairs_dropped",
+            "Reflections the verdict filter dropped, by reason.",
+            ("reason",),
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "skillfactory_composer_compose_seconds",
+            "Seconds one Compose request takes (filter, assembly and the write).",
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+
+    def record(self, summary: ComposeSummary, seconds: float) -> None:
+        self.requests.inc()
+        self.problems.inc(summary.problems_in)
+        self.problems_without_correct.inc(summary.problems_without_correct)
+        self.traces.inc(summary.traces_out)
+        for counts in (summary.filter.correct, summary.filter.incorrect):
+            self.pairs_dropped.labels("mismatch").inc(counts.dropped_mismatch)
+            self.pairs_dropped.labels("no_verdict").inc(counts.dropped_no_verdict)
+            self.pairs_dropped.labels("malformed").inc(counts.dropped_malformed)
+        self.seconds.observe(seconds)
+
+
+# ---- messages ↔ library ---------------------------------------------------------------------------
+
+
+def reflection_from_proto(message: data_pb2.Reflection) -> Reflection:
+    """The message's verdict when set, else the one parsed from its text."""
+    verdict = _VERDICTS.get(message.verdict)
+    if verdict is None:
+        return reflection_from_text(message.text)
+    return Reflection(message.text, verdict)
+
+
+def problem_samples_from_proto(message: data_pb2.ProblemSamples) -> ProblemSamples:
+    """The library's input record of one problem; samples are indexed in message order."""
+    samples = tuple(
+        Sample(
+            index,
+            sample.text,
+            sample.prompt_variant or UNKNOWN_PROMPT_VARIANT,
+            sample.correct,
+            tuple(reflection_from_proto(r) for r in sample.reflections),
+        )
+        for index, sample in enumerate(message.samples)
+    )
+    return ProblemSamples(problem_from_proto(message.problem), samples)
+
+
+def trace_to_proto(record: dict[str, Any]) -> data_pb2.Trace:
+    """An SFT chat record (`skillfactory.compose.sft_record`) as a `Trace` message."""
+    meta = record["meta"]
+    return data_pb2.Trace(
+        id=record["id"],
+        messages=[
+            data_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in record["messages"]
+        ],
+        n_correct=meta["n_correct"],
+        n_incorrect=meta["n_incorrect"],
+        variant=meta["variant"],
+    )
+
+
+def summary_to_proto(summary: ComposeSummary) -> composer_pb2.ComposeSummary:
+    counts = summary.filter
+    return composer_pb2.ComposeSummary(
+        problems_in=summary.problems_in,
+        problems_without_correct=summary.problems_without_correct,
+        pairs_kept_correct=counts.correct.kept,
+        pairs_kept_incorrect=counts.incorrect.kept,
+        pairs_dropped_correct=counts.correct.dropped,
+        pairs_dropped_incorrect=counts.incorrect.dropped,
+        traces_out=summary.traces_out,
+    )
+
+
+def compose_options(request: composer_pb2.ComposeRequest) -> ComposeOptions:
+    """The library's options; empty variant and 0 L_max mean the defaults."""
+    variant = request.variant or DEFAULT_VARIANT
+    if variant not in VARIANTS:
+        raise InvalidRequest(f"variant: unknown {variant!r}; allowed: {', '.join(VARIANTS)}")
+    if request.max_samples_per_trace < 0:
+        raise InvalidRequest(
+            f"max_samples_per_trace: must be ≥ 1 (0 for the default), got {request.max_samples_per_trace}"
+        )
+    limit = request.max_samples_per_trace or DEFAULT_MAX_SAMPLES_PER_TRACE
+    return ComposeOptions(variant=variant, seed=request.seed, max_samples_per_trace=limit)
+
+
+# ---- the shared store -----------------------------------------------------------------------------
+
+
+def output_path(uri: str, data_root: Path | None) -> Path:
+    """The file `uri` names, checked to lie inside `data_root` (symlinks resolved).
+
+    Accepts a path (relative ones are taken under the root) or a `file://` URI; raises
+    `InvalidRequest` naming `output_uri` otherwise.
+    """
+    if data_root is None:
+        raise InvalidRequest("output_uri: this composer has no data root, so it writes nothing")
+    raw = uri[len(FILE_SCHEME) :] if uri.startswith(FILE_SCHEME) else uri
+    if "://" in raw or "\x00" in raw:
+        raise InvalidRequest(f"output_uri: {uri!r} is not a local path or a file:// URI")
+    root = data_root.resolve()
+    path = (root / raw).resolve()
+    if path == root or not path.is_relative_to(root):
+        raise InvalidRequest(f"output_uri: {uri!r} is outside the data root {str(root)!r}")
+    if path.is_dir():
+        raise InvalidRequest(f"output_uri: {uri!r} is a directory, not a file")
+    return path
+
+
+def write_dataset(path: Path, records: list[dict[str, Any]]) -> str:
+    """Write the SFT JSONL as stage 1 does (whole or not at all); returns its `file://` URI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, "".join(dump_record(record) + "\n" for record in records))
+    return FILE_SCHEME + str(path)
+
+
+# ---- the service ----------------------------------------------------------------------------------
+
+
+class ComposerServicer(composer_pb2_grpc.ComposerServicer):
+    """`Composer` over `skillfactory.compose`."""
+
+    def __init__(
+        self,
+        data_root: Path | None,
+        registry: CollectorRegistry | None = None,
+        max_response_bytes: int | None = None,
+    ) -> None:
+        self.data_root = data_root
+        self.metrics = ComposerMetrics(registry) if registry is not None else None
+        self.max_response_bytes = max_response_bytes
+
+    def compose(self, request: composer_pb2.ComposeRequest) -> composer_pb2.ComposeResponse:
+        """The traces and summary of `request`, written to its `output_uri` when set."""
+        start = time.perf_counter()
+        options = compose_options(request)
+        path = output_path(request.output_uri, self.data_root) if request.output_uri else None
+        items = [problem_samples_from_proto(message) for message in request.problems]
+        summary = options.new_summary()
+        records = list(compose(items, options, summary))
+        response = composer_pb2.ComposeResponse(
+            traces=[trace_to_proto(record) for record in records],
+            summary=summary_to_proto(summary),
+        )
+        if path is not None:
+            response.output_uri = write_dataset(path, records)
+        seconds = time.perf_counter() - start
+        if self.metrics is not None:
+            self.metrics.record(summary, seconds)
+        log.info(
+            "composed",
+            extra={
+                "problems": summary.problems_in,
+                "problems_without_correct": summary.problems_without_correct,
+                "traces": summary.traces_out,
+                "variant": options.variant,
+                "output_uri": response.output_uri or None,
+                "seconds": round(seconds, 3),
+            },
+        )
+        return response
+
+    def Compose(  # noqa: N802 (the RPC's name)
+        self, request: composer_pb2.ComposeRequest, context: grpc.ServicerContext
+    ) -> composer_pb2.ComposeResponse:
+        with bind_run_id(request.run_id or None):
+            try:
+                response = self.compose(request)
+            except InvalidRequest as error:
+                log.info("compose refused", extra={"error": str(error)})
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                raise  # unreachable: abort raises
+            size = response.ByteSize()
+            if self.max_response_bytes is not None and size > self.max_response_bytes:
+                written = (
+                    response.output_uri and f"; the dataset was written to {response.output_uri}"
+                )
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"response of {size} bytes exceeds the {self.max_response_bytes}-byte limit"
+                    f"{written}; send fewer problems per request",
+                )
+            return response
+
+    def add_to(self, server: grpc.Server) -> None:
+        composer_pb2_grpc.add_ComposerServicer_to_server(self, server)
+
+
+def setup_composer_server(config: ServingConfig, data_root: Path | None) -> ServiceServer:
+    """A composer server (not started yet) writing datasets under `data_root` (None: never)."""
+    server = ServiceServer("composer", config)
+    servicer = ComposerServicer(data_root, server.metrics.registry, config.max_message_bytes)
+    server.add_service(SERVICE_NAME, servicer.add_to)
+    return server
