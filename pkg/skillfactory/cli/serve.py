@@ -137,6 +137,10 @@ def serve_reward(
 
 serve_app.command("reward")(serve_reward)
 
+from skillfactory.cli.serve_composer import serve_composer  # noqa: E402 (it uses the options above)
+
+serve_app.command("composer")(serve_composer)
+
 
 ModelOption = Annotated[
     str, typer.Option(help="Model folder, hub id or registered short name to generate with.")
