@@ -41,6 +41,8 @@ class Group:
     """Which sampler produced it."""
     prompt_index: int = -1
     """Position of the prompt in the run's prompt stream."""
+    epoch: str = ""
+    """Learner incarnation whose rollout task asked for it (distributed mode; else empty)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form annotations (not sent over the wire)."""
 
@@ -70,6 +72,8 @@ class Group:
             prompt="",
             policy_version=self.policy_version,
             sampler_id=self.sampler_id,
+            epoch=self.epoch,
+            prompt_index=self.prompt_index,
         )
         problem = self.problem
         message.problem.id, message.problem.task = problem.id, problem.task
@@ -121,6 +125,7 @@ class Group:
             rewards=[r.value for r in message.rewards],
             sampler_id=message.sampler_id,
             prompt_index=prompt_index,
+            epoch=message.epoch,
         )
 
 

@@ -9,6 +9,7 @@ flight finish within the grace period, and the process exits 0.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -159,8 +160,40 @@ CompileOption = Annotated[
 SeedOption = Annotated[int, typer.Option(help="Sampling seed of the engine.")]
 
 
+RedisUrlOption = Annotated[
+    str,
+    typer.Option(
+        help="Redis URL of the queue shared with the learner ('' = none); the password comes "
+        "from $SKILLFACTORY_REDIS_PASSWORD."
+    ),
+]
+ClaimIdleOption = Annotated[
+    int,
+    typer.Option(min=1, help="Milliseconds after which a silent sampler's tasks are reclaimed."),
+]
+StreamPrefixOption = Annotated[str, typer.Option(help="Prefix of the queue's stream keys.")]
+
+
 def serve_rollout(
-    model: ModelOption,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Model folder, hub id or registered short name to start with; '' waits for "
+            "the first rollout task to name one."
+        ),
+    ] = "",
+    redis_url: RedisUrlOption = "",
+    samplers: Annotated[
+        int, typer.Option(min=0, help="Sampler worker threads taking GRPO rollout tasks.")
+    ] = 1,
+    reward: Annotated[
+        str, typer.Option(help="Reward service HOST:PORT for the samplers ('' grades here).")
+    ] = "",
+    tasks_per_call: Annotated[
+        int, typer.Option(min=1, help="Rollout tasks a sampler samples in one engine call.")
+    ] = 1,
+    claim_idle_ms: ClaimIdleOption = 60_000,
+    stream_prefix: StreamPrefixOption = "skillfactory",
     engine: EngineOption = "transformers",
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
@@ -179,13 +212,16 @@ def serve_rollout(
     drain_seconds: DrainOption = 0.0,
     log_level: LogLevelOption = "info",
 ) -> None:
-    """Serve the rollout service: generation with one engine, weight reloads between requests."""
+    """Serve the rollout service: generation with one engine, weight reloads between requests,
+    and (with --redis-url) sampler workers serving the learner's GRPO rollout tasks."""
     from pydantic import ValidationError
 
     from skillfactory.engines.setup import setup_engine
     from skillfactory.models.registry import ModelUnavailableError
-    from skillfactory.runspec import TransformersEngineSpec, VllmEngineSpec
+    from skillfactory.runspec import RedisQueueSpec, TransformersEngineSpec, VllmEngineSpec
     from skillfactory.serving.rollout import setup_rollout_server
+    from skillfactory.serving.samplers import SamplerConfig, SamplerPool
+    from skillfactory.train.sampler_worker import SamplerMetrics
 
     config = server_config_or_exit(
         "rollout",
@@ -217,16 +253,45 @@ def serve_rollout(
     except (ValueError, ValidationError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
+
+    def factory(name: str) -> Any:
+        return setup_engine(spec, name, seed=seed)
+
     try:
-        generator = setup_engine(spec, model, seed=seed)
+        generator = factory(model) if model else None
     except (ModelUnavailableError, OSError) as error:
         typer.echo(f"cannot load the model {model!r}: {error}", err=True)
         raise typer.Exit(2) from None
-    server, _ = setup_rollout_server(config, generator, model=model, max_batch_size=max_batch_size)
+    server, servicer = setup_rollout_server(
+        config, generator, model=model, max_batch_size=max_batch_size, engine_factory=factory
+    )
+    pool = None
+    if redis_url and samplers > 0:
+        queue = RedisQueueSpec(
+            url=redis_url, claim_idle_ms=claim_idle_ms, stream_prefix=stream_prefix
+        )
+        sampler_config = SamplerConfig(
+            queue,
+            workers=samplers,
+            reward_address=reward,
+            reward_token=config.token,
+            tasks_per_call=tasks_per_call,
+            seed=seed,
+        )
+        pool = SamplerPool(
+            sampler_config,
+            servicer,
+            SamplerMetrics(server.metrics.registry),
+            name=f"rollout-{port or 'auto'}-{os.getpid()}",
+        )
     try:
-        serve_until_signal(server, "rollout")
+        if pool is not None:
+            pool.start()
+        serve_until_signal(server, "rollout", samplers=str(len(pool.workers) if pool else 0))
     finally:
-        generator.close()
+        if pool is not None:
+            pool.stop(grace_seconds)
+        servicer.slot.close()
 
 
 serve_app.command("rollout")(serve_rollout)

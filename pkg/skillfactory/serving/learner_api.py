@@ -33,7 +33,13 @@ Series added to the server's registry: `skillfactory_learner_runs{state}`,
 `skillfactory_learner_learning_rate`, `skillfactory_learner_policy_version`,
 `skillfactory_learner_dropped_groups{reason}`, `skillfactory_learner_steps_total`,
 `skillfactory_learner_samples_trained_total`, `skillfactory_learner_weight_sync_seconds`,
-`skillfactory_learner_staleness` (completions per staleness, histogram).
+`skillfactory_learner_staleness` (completions per staleness, histogram),
+`skillfactory_learner_grad_norm`, `skillfactory_learner_kl`, `skillfactory_learner_step_seconds`,
+`skillfactory_learner_duplicate_groups_total`, and the GRPO streams' `skillfactory_queue_depth` and
+`skillfactory_queue_pending` (label `stream`: groups, prompts).
+
+With a `Cluster`, GRPO samples with the rollout services' sampler workers over the shared queue
+(`skillfactory.stages.rollouts.RemoteRollouts`); the other stages run in this process.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from skillfactory.serving.run_store import (
     StageRecord,
 )
 from skillfactory.serving.server import ServiceServer, ServingConfig
+from skillfactory.stages.rollouts import Cluster
 from skillfactory.v1 import learner_pb2, learner_pb2_grpc, run_pb2
 
 log = logging.getLogger(__name__)
@@ -131,6 +138,35 @@ class LearnerMetrics:
             buckets=STALENESS_BUCKETS,
             registry=registry,
         )
+        self.grad_norm = gauge(
+            "grad_norm", "Gradient norm of the last GRPO step (before clipping)."
+        )
+        self.kl = gauge("kl", "KL to the reference model in the last GRPO step (0 without one).")
+        self.step_seconds = Histogram(
+            "skillfactory_learner_step_seconds",
+            "Wall time of one GRPO optimizer step, in seconds.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "skillfactory_learner_duplicate_groups",
+            "Groups dropped because their prompt was already trained on or waiting.",
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "skillfactory_queue_depth",
+            "Entries of a GRPO stream not yet delivered to its readers (groups: the learner; "
+            "prompts: the sampler workers).",
+            ("stream",),
+            registry=registry,
+        )
+        self.queue_pending = Gauge(
+            "skillfactory_queue_pending",
+            "Entries of a GRPO stream delivered and not yet acked.",
+            ("stream",),
+            registry=registry,
+        )
+        self._duplicates_seen = 0
         for state in STATES:
             self.runs.labels(state).set(0)
 
@@ -145,6 +181,18 @@ class LearnerMetrics:
         self.dropped.labels("zero_variance").set(float(step.get("dropped_zero_variance", 0)))
         self.steps.inc()
         self.samples.inc(float(step.get("samples", 0)))
+        self.grad_norm.set(float(step.get("grad_norm", 0.0)))
+        self.kl.set(float(step.get("kl", 0.0)))
+        if "seconds" in step:
+            self.step_seconds.observe(float(step["seconds"]))
+        duplicates = int(step.get("duplicate_groups", 0))
+        if duplicates < self._duplicates_seen:  # a new stage counts from 0
+            self._duplicates_seen = 0
+        self.duplicates.inc(duplicates - self._duplicates_seen)
+        self._duplicates_seen = duplicates
+        for stream, levels in (step.get("queue") or {}).items():
+            self.queue_depth.labels(stream).set(float(levels.get("depth", 0)))
+            self.queue_pending.labels(stream).set(float(levels.get("pending", 0)))
         if "weight_sync_seconds" in step:
             self.weight_sync.observe(float(step["weight_sync_seconds"]))
         for staleness, count in (step.get("staleness") or {}).items():
@@ -168,9 +216,11 @@ class RunController:
         state_dir: str | Path,
         engine_factory: EngineFactory | None = None,
         metrics: LearnerMetrics | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.store = RunStore(state_dir)
         self.engine_factory = engine_factory
+        self.cluster = cluster
         self.metrics = metrics
         self._cond = threading.Condition()
         self._runs: dict[str, RunRecord] = {}
@@ -311,6 +361,7 @@ class RunController:
                 spec,
                 engine_factory=self.engine_factory,
                 on_event=lambda stage, event: self._on_event(record, stage, event),
+                cluster=self.cluster,
             )
             pipeline.run()
         except _Interrupted:
@@ -559,11 +610,12 @@ class LearnerServer(ServiceServer):
         state_dir: str | Path,
         engine_factory: EngineFactory | None = None,
         run_stop_timeout_s: float = 60.0,
+        cluster: Cluster | None = None,
     ) -> None:
         super().__init__("learner", config)
         self.run_stop_timeout_s = run_stop_timeout_s
         self.controller = RunController(
-            state_dir, engine_factory, LearnerMetrics(self.metrics.registry)
+            state_dir, engine_factory, LearnerMetrics(self.metrics.registry), cluster
         )
         self.servicer = LearnerServicer(self.controller)
         self.add_service(SERVICE_NAME, self.servicer.add_to)
@@ -579,7 +631,11 @@ class LearnerServer(ServiceServer):
 
 
 def setup_learner_server(
-    config: ServingConfig, state_dir: str | Path, engine_factory: EngineFactory | None = None
+    config: ServingConfig,
+    state_dir: str | Path,
+    engine_factory: EngineFactory | None = None,
+    cluster: Cluster | None = None,
 ) -> LearnerServer:
-    """A learner server (not started yet) over the runs stored in `state_dir`."""
-    return LearnerServer(config, state_dir, engine_factory)
+    """A learner server (not started yet) over the runs stored in `state_dir`; with a `cluster`,
+    GRPO samples with the sampler workers of the rollout services instead of in process."""
+    return LearnerServer(config, state_dir, engine_factory, cluster=cluster)

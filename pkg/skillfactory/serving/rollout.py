@@ -9,7 +9,11 @@
   newer than the engine's is a no-op that answers the current version (notices may be re-sent or
   arrive out of order); a torn, tampered or pruned folder, or weights that do not fit the model,
   answer FAILED_PRECONDITION with the reason and leave the engine as it was.
-- `GetPolicyVersion` answers the version in use and the model's name.
+- `GetPolicyVersion` answers the version in use and the model's name (-1: no model yet).
+- `generate_task` is the engine call of the service's sampler workers
+  (`skillfactory.train.sampler_worker`): the `EngineSlot` builds the engine on the task's model
+  (a service may start without one), rebuilds it for a new learner epoch, and catches up to the
+  newest weights the learner published before sampling.
 
 The engine is not assumed thread-safe: one lock serializes engine calls and weight loads. A unary
 `Generate` holds it for the whole request, so all its completions share one policy version; a
@@ -32,7 +36,6 @@ Series added to the server's registry:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -40,6 +43,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from skillfactory.engines.base import Completion, Engine, Prompt, SamplingParams
+from skillfactory.engines.slot import EngineFactory, EngineSlot, NoModelLoaded
 from skillfactory.serving.logs import bind_run_id
 from skillfactory.serving.server import ServiceServer, ServingConfig
 from skillfactory.v1 import data_pb2, rollout_pb2, rollout_pb2_grpc
@@ -197,21 +201,30 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | None,
         *,
+        engine_factory: EngineFactory | None = None,
         model: str = "",
         max_batch_size: int = 64,
         registry: CollectorRegistry | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
-        self.engine = engine
-        self.model = model
+        self.slot = EngineSlot(engine_factory, engine, model)
         self.max_batch_size = max_batch_size
         self.metrics = RolloutMetrics(registry) if registry is not None else None
-        self._engine_lock = threading.Lock()
-        if self.metrics is not None:
+        self._engine_lock = self.slot.lock
+        if self.metrics is not None and engine is not None:
             self.metrics.policy_version.set(engine.policy_version)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine in use (`NoModelLoaded` before a model was named)."""
+        return self.slot.engine
+
+    @property
+    def model(self) -> str:
+        return self.slot.model
 
     # ---- generation ---------------------------------------------------------------------------
 
@@ -273,6 +286,20 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
             for index, completions in zip(indices, results, strict=True):
                 yield _prompt_completions(index, completions)
 
+    def generate_task(
+        self, task: data_pb2.RolloutTask, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[list[Completion]]:
+        """A sampler worker's engine call: on the task's model and epoch, caught up to the newest
+        published weights, in chunks of at most `max_batch_size` rows."""
+        results: list[list[Completion]] = []
+        with self._engine_lock:
+            engine = self.slot.prepare(task.model_uri, task.epoch, task.weights_uri)
+            if self.metrics is not None:
+                self.metrics.policy_version.set(engine.policy_version)
+            for indices in self.chunks(len(prompts), params.n):
+                results += self._generate_locked([prompts[i] for i in indices], params)
+        return results
+
     # ---- weights ------------------------------------------------------------------------------
 
     def update_weights(self, update: data_pb2.WeightUpdate) -> rollout_pb2.UpdateWeightsResponse:
@@ -323,7 +350,9 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
                 return self.generate(request)
             except InvalidRequest as error:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-                raise  # unreachable: abort raises
+            except NoModelLoaded as error:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            raise AssertionError("unreachable")
 
     def GenerateStream(  # noqa: N802
         self, request: rollout_pb2.GenerateRequest, context: grpc.ServicerContext
@@ -333,6 +362,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
                 yield from self.generate_stream(request, context)
             except InvalidRequest as error:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            except NoModelLoaded as error:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
 
     def UpdateWeights(  # noqa: N802
         self, request: rollout_pb2.UpdateWeightsRequest, context: grpc.ServicerContext
@@ -346,14 +377,15 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
             except WeightSyncError as error:
                 log.warning("weight update refused", extra={"error": str(error)})
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            except NoModelLoaded as error:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
             raise AssertionError("unreachable")
 
     def GetPolicyVersion(  # noqa: N802
         self, request: rollout_pb2.GetPolicyVersionRequest, context: grpc.ServicerContext
     ) -> rollout_pb2.GetPolicyVersionResponse:
-        return rollout_pb2.GetPolicyVersionResponse(
-            policy_version=self.engine.policy_version, model=self.model
-        )
+        version = self.engine.policy_version if self.slot.loaded else -1
+        return rollout_pb2.GetPolicyVersionResponse(policy_version=version, model=self.model)
 
     def add_to(self, server: grpc.Server) -> None:
         rollout_pb2_grpc.add_RolloutServicer_to_server(self, server)
@@ -368,12 +400,22 @@ def _prompt_completions(
 
 
 def setup_rollout_server(
-    config: ServingConfig, engine: Engine, *, model: str = "", max_batch_size: int = 64
+    config: ServingConfig,
+    engine: Engine | None,
+    *,
+    model: str = "",
+    max_batch_size: int = 64,
+    engine_factory: EngineFactory | None = None,
 ) -> tuple[ServiceServer, RolloutServicer]:
-    """A rollout server (not started yet) over `engine`, with its servicer and metrics."""
+    """A rollout server (not started yet) over `engine` (or, when None, the engine that
+    `engine_factory` builds on the first rollout task's model), with its servicer and metrics."""
     server = ServiceServer("rollout", config)
     servicer = RolloutServicer(
-        engine, model=model, max_batch_size=max_batch_size, registry=server.metrics.registry
+        engine,
+        engine_factory=engine_factory,
+        model=model,
+        max_batch_size=max_batch_size,
+        registry=server.metrics.registry,
     )
     server.add_service(SERVICE_NAME, servicer.add_to)
     return server, servicer

@@ -16,7 +16,6 @@ Queue entries are acked only once a checkpoint covers them.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,13 +28,14 @@ from skillfactory.group import Group
 from skillfactory.queue import Queue, open_queue, read_messages
 from skillfactory.runspec import RunSpec
 from skillfactory.stages.data import derived_seed
+from skillfactory.stages.rollouts import Cluster, EmbeddedRollouts, RemoteRollouts, Rollouts
 from skillfactory.tasks import get_task
 from skillfactory.train.sampler import (
     GROUPS_STREAM,
     PromptStream,
-    Sampler,
     Score,
     correctness_reward,
+    too_long,
 )
 from skillfactory.train.staleness import AdmissionController
 from skillfactory.v1 import data_pb2
@@ -43,6 +43,7 @@ from skillfactory.v1 import data_pb2
 STEPS_FILE = "steps.jsonl"
 SUMMARY_FILE = "summary.json"
 LEARNER_GROUP = "learner"
+LEARNER_ID = "learner-0"
 
 
 def grpo_dir(spec: RunSpec) -> Path:
@@ -104,15 +105,20 @@ class GRPOStage:
         queue: Queue | None = None,
         out: Path | None = None,
         score: Score | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.spec = spec
         self.model_path = str(model)
         self.engine_factory = engine_factory
-        self.queue = queue or open_queue(spec.queue)
+        self.cluster = cluster
+        self.queue = queue or open_queue(cluster.queue if cluster is not None else spec.queue)
         self.out = out or grpo_dir(spec)
         self.seed = derived_seed(spec.seed, "grpo")
         self.task = get_task(grpo_task_name(spec))
         self.score = score or correctness_reward(self.task)
+        self.duplicates = 0
+        """Groups dropped because their prompt was already trained on or waiting (a reclaimed
+        rollout task's second group)."""
 
     def build_learner(self) -> Any:
         """The learner on the model, resumed from the latest checkpoint when there is one."""
@@ -139,6 +145,19 @@ class GRPOStage:
             learner.load_checkpoint(checkpoint)
         return learner
 
+    def wanted(
+        self, group: Group, rollouts: Rollouts, learner: Any, waiting: list[tuple[str, Group]]
+    ) -> bool:
+        """Whether a queued group may be considered at all: asked for by this learner, and its
+        prompt neither trained on nor already waiting."""
+        if not rollouts.owns(group):
+            return False
+        index = group.prompt_index
+        if learner.is_done(index) or any(g.prompt_index == index for _, g in waiting):
+            self.duplicates += 1
+            return False
+        return True
+
     def split_cores(self) -> tuple[int | None, int | None]:
         """Torch threads of the sampler and the learner. When they overlap on a CPU
         (`max_staleness > 0`) the cores are split between them, so that two thread teams do not
@@ -158,10 +177,6 @@ class GRPOStage:
         learner = self.build_learner()
         resumed_from = learner.version
         rolled_back = keep_steps_up_to(self.out / STEPS_FILE, learner.version)
-        engine = self.engine_factory(self.model_path)
-        engine_lock = threading.Lock()
-        if learner.version > 0:
-            engine.load_weights(learner.weights(), learner.version)
         problems = self.task.problems(spec.num_problems, seed=self.seed)
         admission = AdmissionController(
             spec.prompts_per_step,
@@ -170,24 +185,35 @@ class GRPOStage:
             accepted=learner.counters.groups_trained,
             limit=spec.steps * spec.prompts_per_step,
         )
+        prompts = PromptStream(problems, skip=learner.is_done)
         sampler_threads, learner_threads = self.split_cores()
-        sampler = Sampler(
-            engine,
-            self.score,
-            rollout_params(self.spec),
-            PromptStream(problems, skip=learner.is_done),
-            admission,
-            self.queue,
-            prompts_per_call=max(1, min(spec.prompts_per_step, engine_rows(self.spec))),
-            engine_lock=engine_lock,
-            max_prompt_length=spec.max_prompt_length,
-            seed=self.seed,
-            run_id=self.spec.name,
-            threads=sampler_threads,
-        )
+        if self.cluster is None:
+            rollouts: Rollouts = EmbeddedRollouts(
+                self.spec,
+                self.engine_factory(self.model_path),
+                self.score,
+                prompts,
+                admission,
+                self.queue,
+                learner=learner,
+                prompts_per_call=max(1, min(spec.prompts_per_step, engine_rows(self.spec))),
+                seed=self.seed,
+                threads=sampler_threads,
+            )
+        else:
+            restart_leftovers(self.queue)
+            rollouts = RemoteRollouts(
+                self.spec,
+                self.cluster,
+                self.model_path,
+                prompts,
+                admission,
+                self.queue,
+                learner=learner,
+            )
+            learner_threads = None
         restore_threads = set_threads(learner_threads)
-        stop = threading.Event()
-        thread = sampler.start(stop)
+        rollouts.start()
         steps_log = (self.out / STEPS_FILE).open("a")
         wait_seconds = 0.0
         refused_in_a_row = 0
@@ -196,13 +222,18 @@ class GRPOStage:
             unacked: list[str] = []
             while learner.version < spec.steps:
                 waited = time.perf_counter()
-                entries = self.queue.get(GROUPS_STREAM, LEARNER_GROUP, "learner-0", 64, 0.2)
+                entries = self.queue.get(GROUPS_STREAM, LEARNER_GROUP, LEARNER_ID, 64, 0.2)
                 wait_seconds += time.perf_counter() - waited
-                if sampler.error is not None:
-                    raise RuntimeError("the sampler failed") from sampler.error
+                if rollouts.error is not None:
+                    raise RuntimeError("the sampler failed") from rollouts.error
                 for entry, message in read_messages(entries, data_pb2.Group):
                     group = Group.from_proto(message)
-                    accepted = learner.accepts(group)
+                    if not self.wanted(group, rollouts, learner, waiting):
+                        self.queue.ack(GROUPS_STREAM, LEARNER_GROUP, [entry.id])
+                        continue
+                    accepted = not too_long(group, spec.max_prompt_length) and learner.accepts(
+                        group
+                    )
                     admission.on_group_done(accepted)
                     refused_in_a_row = 0 if accepted else refused_in_a_row + 1
                     if refused_in_a_row > max_refused_in_a_row(self.spec):
@@ -218,14 +249,15 @@ class GRPOStage:
                     )
                     metrics = learner.train_step([g for _, g in batch])
                     synced = time.perf_counter()
-                    with engine_lock:
-                        engine.load_weights(learner.weights(), learner.version)
+                    rollouts.publish(learner)
                     admission.on_version(learner.version)
                     record = {
                         **metrics.to_dict(),
                         "weight_sync_seconds": time.perf_counter() - synced,
                         "dropped_stale": learner.counters.dropped_stale,
                         "dropped_zero_variance": learner.counters.dropped_zero_variance,
+                        "duplicate_groups": self.duplicates,
+                        "queue": queue_levels(self.queue),
                     }
                     steps_log.write(json.dumps(record) + "\n")
                     steps_log.flush()
@@ -238,10 +270,8 @@ class GRPOStage:
                         on_step(record)
         finally:
             admission.close()
-            stop.set()
-            thread.join(timeout=60)
+            rollouts.close()
             steps_log.close()
-            engine.close()
             set_threads(restore_threads)
         learner.model.save_pretrained(self.out / "model")
         self.tokenizer.save_pretrained(self.out / "model")
@@ -249,13 +279,40 @@ class GRPOStage:
             "steps": learner.version,
             "resumed_from_version": resumed_from,
             "steps_rolled_back": rolled_back,
-            "groups_sampled": sampler.groups_sampled,
+            "groups_sampled": rollouts.groups_asked,
+            "duplicate_groups": self.duplicates,
             "learner_wait_seconds": round(wait_seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
             **{k: v for k, v in asdict(learner.counters).items() if k != "done_prompts"},
         }
         (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+def restart_leftovers(queue: Queue) -> int:
+    """Ack the groups a previous learner took and never trained on (not covered by a checkpoint);
+    their prompts are asked for again. Returns how many."""
+    dropped = 0
+    while entries := queue.reclaim(GROUPS_STREAM, LEARNER_GROUP, LEARNER_ID, 0.0, 1000):
+        queue.ack(GROUPS_STREAM, LEARNER_GROUP, [entry.id for entry in entries])
+        dropped += len(entries)
+    return dropped
+
+
+def queue_levels(queue: Queue) -> dict[str, dict[str, int]]:
+    """Depth (not yet delivered) and pending (delivered, not acked) of the GRPO streams."""
+    from skillfactory.train.rollout_task import PROMPTS_STREAM, SAMPLERS_GROUP
+
+    levels = {}
+    for stream, group in ((GROUPS_STREAM, LEARNER_GROUP), (PROMPTS_STREAM, SAMPLERS_GROUP)):
+        try:
+            levels[stream] = {
+                "depth": queue.depth(stream, group),
+                "pending": queue.pending(stream, group),
+            }
+        except Exception:  # a stream nobody created yet (embedded mode has no prompts stream)
+            continue
+    return levels
 
 
 def set_threads(threads: int | None) -> int | None:

@@ -23,6 +23,7 @@ from typing import Any
 from skillfactory.engines.base import Engine
 from skillfactory.engines.setup import engine_batch_rows, spec_engine_factory
 from skillfactory.runspec import RunSpec, Stage
+from skillfactory.stages.rollouts import Cluster
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 """Called with (stage, event) as stages start, progress and finish."""
@@ -62,6 +63,7 @@ class Pipeline:
         *,
         engine_factory: Callable[[str], Engine] | None = None,
         on_event: EventCallback | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         from skillfactory.models.registry import resolve_model
 
@@ -69,6 +71,8 @@ class Pipeline:
         self.dir = run_dir(self.spec)
         self.engine_factory = engine_factory or spec_engine_factory(self.spec)
         self.on_event = on_event or (lambda stage, event: None)
+        self.cluster = cluster
+        """Sampler workers of the distributed mode for GRPO (None: a sampler thread here)."""
         self.models: dict[str, str] = {"base": str(resolve_model(self.spec.model))}
         self.results: dict[str, Any] = {}
         self.seconds: dict[str, float] = {}
@@ -155,7 +159,9 @@ class Pipeline:
             if summary.get("steps", 0) >= self.spec.grpo.steps:
                 self.models["grpo"] = str(out / "model")
                 return {**summary, "reused": True}
-        stage = GRPOStage(self.spec, self.grpo_start_model(), self.engine_factory)
+        stage = GRPOStage(
+            self.spec, self.grpo_start_model(), self.engine_factory, cluster=self.cluster
+        )
         result = stage.run(lambda step: self.on_event("grpo", {"event": "step", **step}))
         self.models["grpo"] = str(out / "model")
         return result

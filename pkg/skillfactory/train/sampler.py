@@ -44,6 +44,11 @@ def correctness_reward(task: Task) -> Score:
     return score
 
 
+def too_long(group: Group, limit: int | None) -> bool:
+    """Whether a group's prompt exceeds `limit` tokens (None or 0: no limit)."""
+    return bool(limit) and len(group.prompt_token_ids) > (limit or 0)
+
+
 class PromptStream:
     """Thread-safe, resumable stream of `(index, problem)`: `problems` cycled in order, skipping
     indices `skip(index)` says are done."""
@@ -132,8 +137,7 @@ class Sampler:
 
     def too_long(self, group: Group) -> bool:
         """Whether the prompt exceeds `max_prompt_length` tokens (such prompts are skipped)."""
-        limit = self.max_prompt_length
-        return limit is not None and len(group.prompt_token_ids) > limit
+        return too_long(group, self.max_prompt_length)
 
     def run(self, stop: threading.Event) -> None:
         """Sample until `stop` is set or admission closes; an error is kept in `self.error`."""

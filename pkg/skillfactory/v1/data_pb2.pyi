@@ -91,7 +91,7 @@ class Reward(_message.Message):
     def __init__(self, value: _Optional[float] = ..., correct: _Optional[bool] = ..., answer: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Group(_message.Message):
-    __slots__ = ("run_id", "group_id", "problem", "prompt", "completions", "rewards", "policy_version", "sampler_id")
+    __slots__ = ("run_id", "group_id", "problem", "prompt", "completions", "rewards", "policy_version", "sampler_id", "epoch", "prompt_index")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,8 @@ class Group(_message.Message):
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     SAMPLER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     group_id: str
     problem: Problem
@@ -108,7 +110,9 @@ class Group(_message.Message):
     rewards: _containers.RepeatedCompositeFieldContainer[Reward]
     policy_version: int
     sampler_id: str
-    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., prompt: _Optional[str] = ..., completions: _Optional[_Iterable[_Union[Completion, _Mapping]]] = ..., rewards: _Optional[_Iterable[_Union[Reward, _Mapping]]] = ..., policy_version: _Optional[int] = ..., sampler_id: _Optional[str] = ...) -> None: ...
+    epoch: str
+    prompt_index: int
+    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., prompt: _Optional[str] = ..., completions: _Optional[_Iterable[_Union[Completion, _Mapping]]] = ..., rewards: _Optional[_Iterable[_Union[Reward, _Mapping]]] = ..., policy_version: _Optional[int] = ..., sampler_id: _Optional[str] = ..., epoch: _Optional[str] = ..., prompt_index: _Optional[int] = ...) -> None: ...
 
 class Reflection(_message.Message):
     __slots__ = ("text", "verdict")
@@ -173,3 +177,25 @@ class WeightUpdate(_message.Message):
     uri: str
     checksum: str
     def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., uri: _Optional[str] = ..., checksum: _Optional[str] = ...) -> None: ...
+
+class RolloutTask(_message.Message):
+    __slots__ = ("run_id", "epoch", "prompt_index", "problem", "n", "sampling", "max_prompt_length", "model_uri", "weights_uri")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROMPT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_URI_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_URI_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    epoch: str
+    prompt_index: int
+    problem: Problem
+    n: int
+    sampling: SamplingParams
+    max_prompt_length: int
+    model_uri: str
+    weights_uri: str
+    def __init__(self, run_id: _Optional[str] = ..., epoch: _Optional[str] = ..., prompt_index: _Optional[int] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., max_prompt_length: _Optional[int] = ..., model_uri: _Optional[str] = ..., weights_uri: _Optional[str] = ...) -> None: ...

@@ -8,18 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScoreItem(_message.Message):
-    __slots__ = ("problem", "response")
+    __slots__ = ("problem", "response", "problem_index")
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_INDEX_FIELD_NUMBER: _ClassVar[int]
     problem: _data_pb2.Problem
     response: str
-    def __init__(self, problem: _Optional[_Union[_data_pb2.Problem, _Mapping]] = ..., response: _Optional[str] = ...) -> None: ...
+    problem_index: int
+    def __init__(self, problem: _Optional[_Union[_data_pb2.Problem, _Mapping]] = ..., response: _Optional[str] = ..., problem_index: _Optional[int] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "problems")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoreItem]
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ...) -> None: ...
+    problems: _containers.RepeatedCompositeFieldContainer[_data_pb2.Problem]
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[_data_pb2.Problem, _Mapping]]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("rewards",)

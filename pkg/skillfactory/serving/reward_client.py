@@ -1,0 +1,67 @@
+"""A client of the reward service, as the sampler workers' group scorer.
+
+One `Score` call grades every completion of a batch of groups. A record the service could not
+grade (its `error` is set) scores 0 and is logged; a failed call raises, so the sampler leaves its
+tasks pending and retries them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc
+
+from skillfactory.engines.base import Completion
+from skillfactory.serving.auth import bearer_metadata
+from skillfactory.tasks import Problem
+from skillfactory.train.rollout_task import problem_to_proto
+from skillfactory.v1 import reward_pb2, reward_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class RewardClient:
+    """Scores groups with a remote reward service (callable as a `GroupScorer`)."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 60.0,
+        max_message_mb: float = 64.0,
+    ) -> None:
+        size = int(max_message_mb * 1024 * 1024)
+        options = [
+            ("grpc.max_send_message_length", size),
+            ("grpc.max_receive_message_length", size),
+        ]
+        self.channel = grpc.insecure_channel(address, options=options)
+        self.stub = reward_pb2_grpc.RewardServiceStub(self.channel)
+        self.metadata = bearer_metadata(token) if token else ()
+        self.timeout_s = timeout_s
+
+    def __call__(self, groups: Sequence[tuple[Problem, Sequence[Completion]]]) -> list[list[float]]:
+        request = reward_pb2.ScoreRequest()
+        for problem, completions in groups:
+            message = problem_to_proto(problem)
+            for completion in completions:
+                request.items.add(problem=message, response=completion.text)
+        response = self.stub.Score(request, metadata=self.metadata, timeout=self.timeout_s)
+        values = [reward.value for reward in response.rewards]
+        errors = [reward.error for reward in response.rewards if reward.error]
+        if errors:
+            log.warning(
+                "ungradable records scored 0", extra={"errors": len(errors), "first": errors[0]}
+            )
+        if len(values) != len(request.items):
+            raise RuntimeError(f"reward service answered {len(values)} of {len(request.items)}")
+        rewards, start = [], 0
+        for _, completions in groups:
+            rewards.append(values[start : start + len(completions)])
+            start += len(completions)
+        return rewards
+
+    def close(self) -> None:
+        self.channel.close()

@@ -1,0 +1,94 @@
+"""Sampler workers inside a rollout service: threads that serve rollout tasks from the shared
+queue with the service's engine (`RolloutServicer.generate_task`) and grade with the reward
+service (or in process). Started after the gRPC server, stopped before it: a worker finishes the
+batch in hand and exits; tasks it had not acked stay pending and another sampler reclaims them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+from skillfactory.queue.redis_streams import RedisStreamsQueue
+from skillfactory.runspec import RedisQueueSpec
+from skillfactory.serving.reward_client import RewardClient
+from skillfactory.serving.rollout import RolloutServicer
+from skillfactory.train.sampler_worker import (
+    GroupScorer,
+    SamplerMetrics,
+    SamplerWorker,
+    local_scorer,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How a rollout service's sampler workers reach the queue and the reward service."""
+
+    queue: RedisQueueSpec
+    """The queue shared with the learner."""
+    workers: int = 1
+    """Sampler threads (each takes its own tasks; they share the engine)."""
+    reward_address: str = ""
+    """Reward service HOST:PORT ('' grades in process)."""
+    reward_token: str | None = None
+    """Bearer token for the reward service."""
+    tasks_per_call: int = 1
+    """Rollout tasks sampled together in one engine call."""
+    seed: int = 0
+    """Sampling seed base (the task's prompt index is added)."""
+
+
+class SamplerPool:
+    """The sampler workers of one rollout service."""
+
+    def __init__(
+        self,
+        config: SamplerConfig,
+        servicer: RolloutServicer,
+        metrics: SamplerMetrics | None = None,
+        name: str = "",
+    ) -> None:
+        self.config = config
+        self.queue = RedisStreamsQueue.from_spec(config.queue)
+        self.client: RewardClient | None = None
+        score: GroupScorer
+        if config.reward_address:
+            self.client = RewardClient(config.reward_address, token=config.reward_token)
+            score = self.client
+        else:
+            score = local_scorer()
+        prefix = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.workers = [
+            SamplerWorker(
+                self.queue,
+                servicer.generate_task,
+                score,
+                worker_id=f"{prefix}-{i}",
+                tasks_per_call=config.tasks_per_call,
+                claim_idle_s=config.queue.claim_idle_ms / 1000,
+                seed=config.seed,
+                metrics=metrics,
+            )
+            for i in range(config.workers)
+        ]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._threads = [worker.start(self._stop) for worker in self.workers]
+        log.info("sampler workers started", extra={"workers": len(self.workers)})
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Let each worker finish its batch, then close the queue and the reward client."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self.queue.close()
+        if self.client is not None:
+            self.client.close()

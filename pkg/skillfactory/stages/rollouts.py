@@ -1,0 +1,204 @@
+"""Where GRPO's groups come from: a sampler thread in the learner's process, or sampler workers
+of rollout services in other processes.
+
+Both sides take prompts from the same `PromptStream` under the same `AdmissionController`, so the
+staleness bound and the every-prompt-once bookkeeping are the learner's in both modes.
+
+- `EmbeddedRollouts` (one process): an engine and a `Sampler` thread; new weights are handed to
+  the engine in process between two generate calls.
+- `RemoteRollouts` (distributed mode, `Cluster`): a `PromptFeeder` thread puts rollout tasks on
+  the shared queue; sampler workers anywhere take them. New weights are published to a weight
+  store on the shared volume, one folder per version, which the workers catch up from before each
+  engine call. Each learner start is a new *epoch* with its own store folder; groups of another
+  epoch (asked for by a learner that died) are dropped, and their prompts are asked for again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from skillfactory.engines.base import Engine
+from skillfactory.group import Group
+from skillfactory.queue import Queue
+from skillfactory.runspec import RedisQueueSpec, RunSpec
+from skillfactory.train.sampler import PromptStream, Sampler, Score
+from skillfactory.train.staleness import AdmissionController
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The distributed mode as the learner sees it."""
+
+    queue: RedisQueueSpec
+    """The queue the learner shares with the sampler workers (overrides the run spec's)."""
+    weights_dir: Path
+    """Root of the weight stores on the volume the rollout services share
+    (`<weights_dir>/<run>/<epoch>/v<version>`)."""
+
+
+class Rollouts(Protocol):
+    """The sampling side of GRPO, as the learner loop drives it."""
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the sampling side, if anything (the learner re-raises it)."""
+        ...
+
+    @property
+    def groups_asked(self) -> int:
+        """Groups sampled (embedded) or asked for (remote) so far."""
+        ...
+
+    def start(self) -> None: ...
+
+    def publish(self, learner: Any) -> None:
+        """Make the learner's new weights the samplers' (after each step)."""
+        ...
+
+    def owns(self, group: Group) -> bool:
+        """Whether `group` was asked for by this learner (not a previous incarnation)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddedRollouts:
+    """An engine and a sampler thread in the learner's process."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        engine: Engine,
+        score: Score,
+        prompts: PromptStream,
+        admission: AdmissionController,
+        queue: Queue,
+        *,
+        learner: Any,
+        prompts_per_call: int,
+        seed: int,
+        threads: int | None,
+    ) -> None:
+        from skillfactory.stages.grpo import rollout_params
+
+        self.engine = engine
+        self.lock = threading.Lock()
+        if learner.version > 0:
+            engine.load_weights(learner.weights(), learner.version)
+        self.sampler = Sampler(
+            engine,
+            score,
+            rollout_params(spec),
+            prompts,
+            admission,
+            queue,
+            prompts_per_call=prompts_per_call,
+            engine_lock=self.lock,
+            max_prompt_length=spec.grpo.max_prompt_length,
+            seed=seed,
+            run_id=spec.name,
+            threads=threads,
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.sampler.error
+
+    @property
+    def groups_asked(self) -> int:
+        return self.sampler.groups_sampled
+
+    def start(self) -> None:
+        self._thread = self.sampler.start(self._stop)
+
+    def publish(self, learner: Any) -> None:
+        with self.lock:
+            self.engine.load_weights(learner.weights(), learner.version)
+
+    def owns(self, group: Group) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.engine.close()
+
+
+class RemoteRollouts:
+    """Rollout tasks on the shared queue and a weight store on the shared volume."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        cluster: Cluster,
+        model_path: str,
+        prompts: PromptStream,
+        admission: AdmissionController,
+        queue: Queue,
+        *,
+        learner: Any,
+    ) -> None:
+        from skillfactory.stages.grpo import rollout_params
+        from skillfactory.train.rollout_task import PromptFeeder, new_epoch, task_template
+        from skillfactory.train.weight_store import WeightStore
+
+        self.epoch = new_epoch()
+        self.run_id = spec.name
+        run_root = cluster.weights_dir / spec.name
+        drop_old_epochs(run_root)
+        self.store = WeightStore(run_root / self.epoch)
+        if learner.version > 0:
+            self.store.publish(learner.weights(), learner.version, self.run_id)
+        template = task_template(
+            self.run_id,
+            self.epoch,
+            rollout_params(spec),
+            model_uri=str(Path(model_path).resolve()),
+            weights_uri=str(self.store.root.resolve()),
+            max_prompt_length=spec.grpo.max_prompt_length,
+        )
+        self.feeder = PromptFeeder(
+            queue, prompts, admission, template, batch=spec.grpo.prompts_per_step
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        log.info("distributed GRPO epoch", extra={"epoch": self.epoch, "version": learner.version})
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.feeder.error
+
+    @property
+    def groups_asked(self) -> int:
+        return self.feeder.tasks_sent
+
+    def start(self) -> None:
+        self._thread = self.feeder.start(self._stop)
+
+    def publish(self, learner: Any) -> None:
+        self.store.publish(learner.weights(), learner.version, self.run_id)
+
+    def owns(self, group: Group) -> bool:
+        return group.epoch == self.epoch
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+
+def drop_old_epochs(run_root: Path) -> None:
+    """Remove the weight stores of earlier learner epochs of a run."""
+    if run_root.is_dir():
+        for old in run_root.iterdir():
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,258 @@
+"""Sampler workers of the distributed mode: rollout tasks in, graded groups out.
+
+A worker (a thread of the rollout service) loops:
+
+1. take rollout tasks from the `prompts` stream (consumer group `samplers`); first *reclaim* the
+   tasks left pending by a sampler that died (idle longer than `claim_idle_s`), then new ones;
+2. sample `n` completions of each with the rollout service's engine, caught up to the newest
+   weights the learner published (`EngineSlot.prepare`);
+3. grade them — with the reward service when one is configured, else in process;
+4. put each group on the `groups` stream, tagged with the task's run, epoch and prompt index;
+5. ack the tasks. Only now: a worker killed before this point leaves its tasks pending, and
+   another worker reclaims them. A worker killed between 4 and 5 makes a reclaimed task yield a
+   second group for the same prompt; the learner trains on the first and drops the other, so a
+   prompt is never trained on twice.
+
+A task that cannot be sampled or graded (reward service down, engine error) is not acked: the
+worker backs off and the task is retried after `claim_idle_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from skillfactory.engines.base import Completion, Prompt, SamplingParams
+from skillfactory.group import Group
+from skillfactory.queue import Entry, Queue, UndecodablePayload, put_message, read_messages
+from skillfactory.tasks import Problem, get_task, grade
+from skillfactory.train.rollout_task import PROMPTS_STREAM, SAMPLERS_GROUP
+from skillfactory.train.sampler import GROUPS_STREAM, grpo_prompt
+from skillfactory.v1 import data_pb2
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+log = logging.getLogger(__name__)
+
+GroupScorer = Callable[[Sequence[tuple[Problem, Sequence[Completion]]]], list[list[float]]]
+"""Rewards of every completion of several groups (one list per group, in order)."""
+
+TaskGenerate = Callable[
+    [data_pb2.RolloutTask, Sequence[Prompt], SamplingParams], list[list[Completion]]
+]
+"""Samples the prompts of tasks that share a run, epoch and sampling (the first task stands for
+them) with the right model and weights."""
+
+
+def local_scorer() -> GroupScorer:
+    """Binary correctness graded in this process with the task graders."""
+
+    def score(groups: Sequence[tuple[Problem, Sequence[Completion]]]) -> list[list[float]]:
+        rewards = []
+        for problem, completions in groups:
+            task = get_task(problem.task)
+            rewards.append(
+                [1.0 if grade(task, problem, c.text).correct else 0.0 for c in completions]
+            )
+        return rewards
+
+    return score
+
+
+class SamplerMetrics:
+    """Sampler series in a service's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.groups_pushed = Counter(
+            "skillfactory_sampler_groups_pushed",
+            "Groups put on the queue by this service's sampler workers.",
+            registry=registry,
+        )
+        self.tasks_reclaimed = Counter(
+            "skillfactory_sampler_tasks_reclaimed",
+            "Rollout tasks taken over from a sampler that stopped answering.",
+            registry=registry,
+        )
+        self.task_failures = Counter(
+            "skillfactory_sampler_task_failures",
+            "Batches of rollout tasks that failed (left pending for a retry), by stage.",
+            ("stage",),
+            registry=registry,
+        )
+        buckets = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+        self.reward_seconds = Histogram(
+            "skillfactory_sampler_reward_seconds",
+            "Time to grade one batch of groups (reward service call), in seconds.",
+            buckets=buckets,
+            registry=registry,
+        )
+        self.generate_seconds = Histogram(
+            "skillfactory_sampler_generate_seconds",
+            "Time to sample one batch of rollout tasks, in seconds.",
+            buckets=buckets,
+            registry=registry,
+        )
+
+
+def sampling_of(task: data_pb2.RolloutTask) -> SamplingParams:
+    from skillfactory.serving.rollout import sampling_from_proto
+
+    return sampling_from_proto(task.sampling, int(task.n))
+
+
+def compatible(a: data_pb2.RolloutTask, b: data_pb2.RolloutTask) -> bool:
+    """Whether two tasks can share one engine call."""
+    return (a.run_id, a.epoch, a.n, a.model_uri, a.weights_uri) == (
+        b.run_id,
+        b.epoch,
+        b.n,
+        b.model_uri,
+        b.weights_uri,
+    ) and a.sampling == b.sampling
+
+
+class SamplerWorker:
+    """One sampler loop over the queue (see the module docstring)."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        generate: TaskGenerate,
+        score: GroupScorer,
+        *,
+        worker_id: str,
+        tasks_per_call: int = 1,
+        claim_idle_s: float = 60.0,
+        seed: int = 0,
+        metrics: SamplerMetrics | None = None,
+        backoff_s: float = 1.0,
+    ) -> None:
+        self.queue = queue
+        self.generate = generate
+        self.score = score
+        self.worker_id = worker_id
+        self.tasks_per_call = max(1, tasks_per_call)
+        self.claim_idle_s = claim_idle_s
+        self.seed = seed
+        self.metrics = metrics
+        self.backoff_s = backoff_s
+        self.groups_pushed = 0
+        self.tasks_reclaimed = 0
+        self._last_reclaim = 0.0
+
+    # one round ------------------------------------------------------------------------------
+
+    def take(self, block_s: float) -> list[Entry]:
+        """Reclaimed tasks (checked every half claim-idle period), else new ones."""
+        now = time.monotonic()
+        if now - self._last_reclaim >= self.claim_idle_s / 2:
+            self._last_reclaim = now
+            reclaimed = self.queue.reclaim(
+                PROMPTS_STREAM,
+                SAMPLERS_GROUP,
+                self.worker_id,
+                min_idle_s=self.claim_idle_s,
+                count=self.tasks_per_call,
+            )
+            if reclaimed:
+                self.tasks_reclaimed += len(reclaimed)
+                if self.metrics is not None:
+                    self.metrics.tasks_reclaimed.inc(len(reclaimed))
+                log.info("reclaimed rollout tasks", extra={"tasks": len(reclaimed)})
+                return reclaimed
+        return self.queue.get(
+            PROMPTS_STREAM, SAMPLERS_GROUP, self.worker_id, self.tasks_per_call, block_s
+        )
+
+    def parse(self, entries: list[Entry]) -> list[tuple[Entry, data_pb2.RolloutTask]]:
+        """The tasks of `entries`; undecodable entries are acked away and logged."""
+        try:
+            return read_messages(entries, data_pb2.RolloutTask)
+        except UndecodablePayload as error:
+            log.error("dropping undecodable rollout tasks", extra={"error": str(error)})
+            self.queue.ack(PROMPTS_STREAM, SAMPLERS_GROUP, [e.id for e in error.bad])
+            return [(entry, message) for entry, message in error.good]
+
+    def step(self, block_s: float = 0.5) -> int:
+        """One round; returns the number of tasks acked."""
+        tasks = self.parse(self.take(block_s))
+        done = 0
+        while tasks:
+            batch = [tasks[0]]
+            batch += [t for t in tasks[1:] if compatible(t[1], tasks[0][1])]
+            tasks = [t for t in tasks if t not in batch]
+            done += self.serve(batch)
+        return done
+
+    def serve(self, batch: Sequence[tuple[Entry, data_pb2.RolloutTask]]) -> int:
+        """Sample, grade and queue the groups of compatible tasks, then ack them."""
+        from skillfactory.serving.reward import problem_from_proto
+
+        first = batch[0][1]
+        problems = [problem_from_proto(task.problem) for _, task in batch]
+        params = replace(sampling_of(first), seed=self.seed + int(first.prompt_index))
+        started = time.perf_counter()
+        try:
+            outputs = self.generate(first, [grpo_prompt(p) for p in problems], params)
+        except Exception:
+            return self._failed("generate", batch)
+        generated = time.perf_counter()
+        try:
+            rewards = self.score(list(zip(problems, outputs, strict=True)))
+        except Exception:
+            return self._failed("reward", batch)
+        if self.metrics is not None:
+            self.metrics.generate_seconds.observe(generated - started)
+            self.metrics.reward_seconds.observe(time.perf_counter() - generated)
+        for (_, task), problem, completions, values in zip(
+            batch, problems, outputs, rewards, strict=True
+        ):
+            group = Group(
+                group_id=f"p{task.prompt_index}",
+                problem=problem,
+                prompt_token_ids=completions[0].prompt_token_ids,
+                completions=list(completions),
+                rewards=values,
+                sampler_id=self.worker_id,
+                prompt_index=int(task.prompt_index),
+                epoch=task.epoch,
+            )
+            put_message(self.queue, GROUPS_STREAM, group.to_proto(task.run_id))
+        self.queue.ack(PROMPTS_STREAM, SAMPLERS_GROUP, [entry.id for entry, _ in batch])
+        self.groups_pushed += len(batch)
+        if self.metrics is not None:
+            self.metrics.groups_pushed.inc(len(batch))
+        return len(batch)
+
+    def _failed(self, stage: str, batch: Sequence[tuple[Entry, data_pb2.RolloutTask]]) -> int:
+        log.exception(
+            "rollout tasks failed; left pending for a retry",
+            extra={"stage": stage, "tasks": len(batch), "run_id": batch[0][1].run_id},
+        )
+        if self.metrics is not None:
+            self.metrics.task_failures.labels(stage).inc()
+        time.sleep(self.backoff_s)
+        return 0
+
+    # loop -----------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve tasks until `stop` is set. Queue errors (Redis restarting) are retried."""
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception("sampler round failed; retrying")
+                stop.wait(self.backoff_s)
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(stop,), name=self.worker_id, daemon=True)
+        thread.start()
+        return thread
