@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the local cluster need, only when missing:
-# redis-server (Redis Streams queue tests), chromium (headless screenshot of `skillfactory report`).
+# redis-server (Redis Streams queue tests), chromium (headless screenshot of `skillfactory report`),
+# prometheus (the dashboard tests scrape the services with a real Prometheus).
 set -euo pipefail
-packages=(redis-server chromium)
+packages=(redis-server chromium prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
