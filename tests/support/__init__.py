@@ -1,0 +1,1 @@
+"""Helpers several test folders share (import as `support.<module>`: tests/ is on sys.path)."""
