@@ -100,3 +100,25 @@ prometheus.io/path: /metrics
 {{- define "sf.serviceMonitor" -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (or .Values.metrics.serviceMonitor.force (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) }}true{{ end }}
 {{- end }}
+
+{{/* Name of the ConfigMap holding one dashboard: include "sf.dashboardConfigMap" (list $ path). */}}
+{{- define "sf.dashboardConfigMap" -}}
+{{- printf "%s-dashboard-%s" (include "sf.fullname" (index . 0)) (base (index . 1) | trimSuffix ".json") }}
+{{- end }}
+
+{{/* Labels of the bundled Prometheus and Grafana objects. part-of differs from the services'
+     (skillfactory) on purpose: the NetworkPolicies that admit "the chart's pods" to Redis and the
+     gRPC ports do not admit these; Prometheus gets its own rule for the metrics ports. */}}
+{{- define "sf.monitoringLabels" -}}
+{{- $ := index . 0 -}}
+helm.sh/chart: {{ printf "%s-%s" $.Chart.Name $.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ $.Release.Service }}
+app.kubernetes.io/version: {{ $.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: skillfactory-monitoring
+{{ include "sf.selector" . }}
+{{- end }}
+
+{{/* Name of the Grafana admin Secret. */}}
+{{- define "sf.grafanaSecret" -}}
+{{- default (printf "%s-grafana" (include "sf.fullname" .)) .Values.metrics.bundled.grafana.admin.existingSecret }}
+{{- end }}

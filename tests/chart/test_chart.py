@@ -29,7 +29,15 @@ ALL_ON: dict[str, Any] = {
         "learnerIngressFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}],
         "metricsIngressFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
     },
-    "metrics": {"annotations": True, "serviceMonitor": {"enabled": True, "force": True}},
+    "metrics": {
+        "annotations": True,
+        "serviceMonitor": {"enabled": True, "force": True},
+        "dashboards": {"enabled": True, "annotations": {"grafana_folder": "SkillFactory"}},
+        "bundled": {
+            "enabled": True,
+            "grafana": {"ingressFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}]},
+        },
+    },
     "serviceAccount": {"annotations": {"example.com/role": "x"}},
     "learner": {
         "persistence": {"storageClass": "fast"},
@@ -44,7 +52,11 @@ ALL_ON: dict[str, Any] = {
 }
 ALL_OFF: dict[str, Any] = {
     "networkPolicy": {"enabled": False},
-    "metrics": {"annotations": False, "serviceMonitor": {"enabled": False}},
+    "metrics": {
+        "annotations": False,
+        "serviceMonitor": {"enabled": False},
+        "dashboards": {"enabled": False},
+    },
     "serviceAccount": {"create": False},
     "rbac": {"create": False},
     "learner": {"gpus": 0, "podDisruptionBudget": {"enabled": False}},
@@ -53,6 +65,9 @@ ALL_OFF: dict[str, Any] = {
     "redis": {"enabled": False, "external": {"url": "rediss://redis.example.com:6380/0"}},
 }
 CASES = {"defaults": {}, "all-on": ALL_ON, "all-off": ALL_OFF}
+DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
+MONITORING = {"prometheus", "grafana"}
+"""Components of the bundled monitoring (HTTP probes, not gRPC health)."""
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -123,6 +138,12 @@ def test_expected_objects() -> None:
         ("Role", "sf-skillfactory-endpointslices"),
         ("ServiceMonitor", "sf-skillfactory-rollout"),
         ("PodDisruptionBudget", "sf-skillfactory-reward"),
+        ("Deployment", "sf-skillfactory-prometheus"),
+        ("Deployment", "sf-skillfactory-grafana"),
+        ("Role", "sf-skillfactory-prometheus"),
+        ("Secret", "sf-skillfactory-grafana"),
+        ("NetworkPolicy", "sf-skillfactory-grafana"),
+        *(("ConfigMap", f"sf-skillfactory-dashboard-{p.stem}") for p in DASHBOARDS),
     ]:
         assert expected in kinds
     assert not any("composer" in name for _, name in kinds)
@@ -130,6 +151,11 @@ def test_expected_objects() -> None:
     assert not any(d["kind"] == "ServiceMonitor" for d in render({}))
     off = render(ALL_OFF)
     assert not any(d["kind"] in {"StatefulSet"} and "redis" in d["metadata"]["name"] for d in off)
+    assert not any(d["kind"] == "ConfigMap" for d in off)
+    # The bundled monitoring is off by default; the dashboards are on.
+    defaults = render({})
+    assert not any(component(d) in MONITORING for d in defaults)
+    assert sum(d["kind"] == "ConfigMap" for d in defaults) == len(DASHBOARDS) >= 5
 
 
 def test_rollout_gpu_scheduling() -> None:
@@ -154,12 +180,24 @@ def test_role_only_lists_endpointslices() -> None:
     ]
 
 
+def component(doc: dict[str, Any]) -> str:
+    return str(doc["metadata"].get("labels", {}).get("app.kubernetes.io/component", ""))
+
+
 def test_probes_use_grpc_health(rendered: list[dict[str, Any]]) -> None:
     for name, _, c in containers(rendered):
-        if "redis" in name:
+        if "redis" in name or c["name"] in MONITORING:
             continue
         for probe in ("readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"]["port"] == c["ports"][0]["containerPort"], (name, probe)
+
+
+def test_monitoring_probes_use_http() -> None:
+    found = [c for _, _, c in containers(render(ALL_ON)) if c["name"] in MONITORING]
+    assert {c["name"] for c in found} == MONITORING
+    for c in found:
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"]["port"] == "http", (c["name"], probe)
 
 
 def test_security_defaults(rendered: list[dict[str, Any]]) -> None:
