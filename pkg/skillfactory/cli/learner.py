@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from skillfactory.cli.serve import (
+    ClaimIdleOption,
     DrainOption,
     GraceOption,
     HostOption,
@@ -31,6 +32,8 @@ from skillfactory.cli.serve import (
     MaxMessageOption,
     MetricsPortOption,
     PortOption,
+    RedisUrlOption,
+    StreamPrefixOption,
     TlsCertOption,
     TlsKeyOption,
     TokenFileOption,
@@ -68,6 +71,20 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 @learner_app.command("serve")
 def serve_learner(
     state_dir: Annotated[Path, typer.Option(help="Folder of the persisted run state.")],
+    redis_url: RedisUrlOption = "",
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Weight stores shared with the rollout services (with --redis-url); "
+            "default: STATE_DIR/weights."
+        ),
+    ] = None,
+    claim_idle_ms: ClaimIdleOption = 60_000,
+    stream_prefix: StreamPrefixOption = "skillfactory",
+    composer: Annotated[
+        str,
+        typer.Option(help="Composer service HOST:PORT for stage 1's traces (with --redis-url)."),
+    ] = "",
     host: HostOption = "127.0.0.1",
     port: PortOption = 0,
     metrics_port: MetricsPortOption = 0,
@@ -80,8 +97,11 @@ def serve_learner(
     drain_seconds: DrainOption = 0.0,
     log_level: LogLevelOption = "info",
 ) -> None:
-    """Serve the learner API; runs execute one at a time with the embedded pipeline."""
+    """Serve the learner API; runs execute one at a time. With --redis-url, GRPO samples with the
+    rollout services' sampler workers over that queue; otherwise everything runs here."""
+    from skillfactory.runspec import RedisQueueSpec
     from skillfactory.serving.learner_api import setup_learner_server
+    from skillfactory.stages.rollouts import Cluster
 
     config = server_config_or_exit(
         "learner",
@@ -97,8 +117,19 @@ def serve_learner(
         grace_seconds=grace_seconds,
         drain_seconds=drain_seconds,
     )
+    cluster = None
+    if redis_url:
+        queue = RedisQueueSpec(
+            url=redis_url, claim_idle_ms=claim_idle_ms, stream_prefix=stream_prefix
+        )
+        cluster = Cluster(
+            queue,
+            (weights_dir or state_dir / "weights").resolve(),
+            composer_address=composer,
+            token=config.token,
+        )
     try:
-        server = setup_learner_server(config, state_dir)
+        server = setup_learner_server(config, state_dir, cluster=cluster)
     except (ValueError, OSError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_INVALID) from None
@@ -112,13 +143,19 @@ class _Client:
     def __init__(self, learner: str | None, token_file: Path | None, ca: Path | None) -> None:
         import grpc
 
-        from skillfactory.serving.auth import TokenError, bearer_metadata, load_token
+        from skillfactory.serving.auth import TOKEN_ENV, TokenError, bearer_metadata, load_token
         from skillfactory.v1 import learner_pb2_grpc
 
-        address = learner or os.environ.get(LEARNER_ENV)
+        local = _local_cluster() if not (learner or os.environ.get(LEARNER_ENV)) else None
+        address = learner or os.environ.get(LEARNER_ENV) or (local.learner if local else "")
         if not address:
-            typer.echo(f"no learner address: pass --learner or set ${LEARNER_ENV}", err=True)
+            typer.echo(
+                f"no learner address: pass --learner, set ${LEARNER_ENV} or `skillfactory up`",
+                err=True,
+            )
             raise typer.Exit(EXIT_INVALID)
+        if token_file is None and local is not None and not os.environ.get(TOKEN_ENV):
+            token_file = Path(local.token_file)
         try:
             token = load_token(token_file)
         except TokenError as error:
@@ -143,6 +180,18 @@ class _Client:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _local_cluster() -> Any:
+    """The running local cluster of `$SKILLFACTORY_CLUSTER_DIR` (default `.skillfactory/cluster`),
+    if any: its learner is the default address and its token the default token."""
+    from skillfactory.cluster.local import ClusterError, ClusterState, cluster_dir
+
+    try:
+        state = ClusterState.load(cluster_dir(None))
+    except (ClusterError, ValueError, OSError):
+        return None
+    return state if state.ready else None
 
 
 def _exit_on(error: grpc.RpcError, address: str) -> NoReturn:

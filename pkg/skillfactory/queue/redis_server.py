@@ -146,6 +146,10 @@ class RedisServer:
             + self._log_tail()
         )
 
+    def running(self) -> bool:
+        """Whether the server process this object started is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def _log_tail(self, lines: int = 10) -> str:
         try:
             text = (self.data_dir / "redis.log").read_text(errors="replace")

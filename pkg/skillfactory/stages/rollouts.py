@@ -41,6 +41,10 @@ class Cluster:
     weights_dir: Path
     """Root of the weight stores on the volume the rollout services share
     (`<weights_dir>/<run>/<epoch>/v<version>`)."""
+    composer_address: str = ""
+    """Composer service HOST:PORT that assembles stage 1's traces ('' composes in process)."""
+    token: str | None = None
+    """Bearer token for calls to the other services."""
 
 
 class Rollouts(Protocol):

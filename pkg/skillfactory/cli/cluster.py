@@ -1,0 +1,79 @@
+"""`skillfactory up` / `skillfactory down`: the local cluster (Redis and every service as processes
+on loopback, supervised; see `skillfactory.cluster.local`).
+
+    skillfactory up [--samplers 2] [--dir .skillfactory/cluster]
+    skillfactory submit SPEC.yaml      # the client commands find the local cluster by themselves
+    skillfactory down
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="Cluster folder (state, logs, Redis data, runs' state); default: "
+        "$SKILLFACTORY_CLUSTER_DIR or .skillfactory/cluster.",
+    ),
+]
+
+
+def up(
+    samplers: Annotated[
+        int, typer.Option(min=1, help="Rollout services, each with a sampler worker.")
+    ] = 2,
+    directory: DirOption = None,
+    claim_idle_ms: Annotated[
+        int, typer.Option(min=1, help="A silent sampler's tasks are reclaimed after this long.")
+    ] = 60_000,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads of each service.")] = 1,
+    model: Annotated[
+        str, typer.Option(help="Model the rollout services load at start ('' = on demand).")
+    ] = "",
+) -> None:
+    """Start Redis and every service on loopback; prints the learner address and token."""
+    from skillfactory.cluster.local import ClusterConfig, ClusterError, cluster_dir
+    from skillfactory.cluster.local import up as start
+
+    config = ClusterConfig(
+        dir=cluster_dir(directory),
+        samplers=samplers,
+        claim_idle_ms=claim_idle_ms,
+        threads=threads,
+        model=model,
+    )
+    try:
+        state = start(config)
+    except ClusterError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"learner:  {state.learner}")
+    typer.echo(f"token:    {Path(state.token_file).read_text().strip()}  (in {state.token_file})")
+    typer.echo(f"redis:    {state.redis_url}")
+    for name, url in state.metrics_urls().items():
+        typer.echo(f"metrics:  {name:<10} {url}")
+    typer.echo("submit a run with `skillfactory submit SPEC.yaml`; stop with `skillfactory down`")
+
+
+def down(directory: DirOption = None) -> None:
+    """Stop the local cluster (services gracefully, then Redis)."""
+    from skillfactory.cluster.local import ClusterError, cluster_dir
+    from skillfactory.cluster.local import down as stop
+
+    try:
+        stopped = stop(cluster_dir(directory))
+    except ClusterError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    typer.echo("stopped" if stopped else "no cluster was running")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `up` and `down`."""
+    app.command("up")(up)
+    app.command("down")(down)

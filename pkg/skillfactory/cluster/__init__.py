@@ -1,0 +1,1 @@
+"""The local cluster: Redis and every service as supervised processes on loopback."""

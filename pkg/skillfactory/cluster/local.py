@@ -1,0 +1,401 @@
+"""A local cluster: Redis and every service as processes on loopback, kept alive by a supervisor.
+
+`skillfactory up` starts the supervisor (`python -m skillfactory.cluster.supervise DIR`) in its
+own session and waits until it reports the cluster ready; `skillfactory down` stops it. The
+supervisor, like a kubelet for one machine:
+
+- picks free loopback ports once (a restarted process gets the same address);
+- writes a bearer token and a Redis password to files of mode 0600 in the cluster folder, and
+  hands them to the services through the environment (`SKILLFACTORY_TOKEN`,
+  `SKILLFACTORY_REDIS_PASSWORD`), never on a command line;
+- starts Redis (the OS package's `redis-server`, AOF on, data in `DIR/redis`), then the reward,
+  composer and learner services, then `samplers` rollout services, each logging to
+  `DIR/logs/<name>.log`, and waits for each one's ready line;
+- restarts any process that exits while the cluster is up (counted in `restarts`);
+- on SIGTERM stops the rollouts, the learner, the composer and the reward service gracefully
+  (SIGTERM, then SIGKILL after the grace period), then Redis.
+
+The state lives in `DIR/cluster.json` (`ClusterState`): addresses, metrics URLs, pids, restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skillfactory.queue.redis_server import RedisServer, free_port
+
+STATE_FILE = "cluster.json"
+SUPERVISOR_PID = "supervisor.pid"
+TOKEN_FILE = "token"
+REDIS_PASSWORD_FILE = "redis-password"
+DEFAULT_DIR = Path(".skillfactory") / "cluster"
+DIR_ENV = "SKILLFACTORY_CLUSTER_DIR"
+
+
+def cluster_dir(given: Path | None) -> Path:
+    """The cluster folder: `given`, else `$SKILLFACTORY_CLUSTER_DIR`, else `.skillfactory/cluster`."""
+    return (given or Path(os.environ.get(DIR_ENV) or DEFAULT_DIR)).resolve()
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not start, or is not running."""
+
+
+@dataclass
+class ClusterConfig:
+    """What `skillfactory up` starts."""
+
+    dir: Path
+    """Cluster folder: state, logs, Redis data, learner state, weight stores."""
+    samplers: int = 2
+    """Rollout services, each with one sampler worker."""
+    claim_idle_ms: int = 60_000
+    """A silent sampler's tasks are reclaimed after this long."""
+    threads: int = 1
+    """OMP/torch threads of each service process."""
+    model: str = ""
+    """Model every rollout service loads at start ('' = the first rollout task's)."""
+    grace_s: float = 30.0
+    """Seconds a service gets to stop before SIGKILL."""
+
+
+@dataclass
+class ProcessState:
+    """One supervised process."""
+
+    name: str
+    address: str = ""
+    metrics: str = ""
+    pid: int = 0
+    restarts: int = 0
+
+
+@dataclass
+class ClusterState:
+    """What `DIR/cluster.json` holds."""
+
+    dir: str
+    ready: bool = False
+    supervisor_pid: int = 0
+    redis_url: str = ""
+    learner: str = ""
+    token_file: str = ""
+    processes: dict[str, ProcessState] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        temporary = folder / (STATE_FILE + ".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(temporary, folder / STATE_FILE)
+
+    @classmethod
+    def load(cls, folder: Path) -> ClusterState:
+        path = folder / STATE_FILE
+        if not path.exists():
+            raise ClusterError(f"no local cluster in {folder} (start one with `skillfactory up`)")
+        data = json.loads(path.read_text())
+        processes = {k: ProcessState(**v) for k, v in data.pop("processes", {}).items()}
+        return cls(**data, processes=processes)
+
+    def metrics_urls(self) -> dict[str, str]:
+        return {name: p.metrics for name, p in self.processes.items() if p.metrics}
+
+
+def secret_file(path: Path) -> str:
+    """The secret in `path`, created (mode 0600) on first use."""
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24))
+    os.chmod(path, 0o600)
+    return path.read_text().strip()
+
+
+@dataclass
+class ServiceSpec:
+    """How to start one service process."""
+
+    name: str
+    args: list[str]
+    port: int
+    metrics_port: int
+
+
+class Supervisor:
+    """Starts, watches and stops the cluster's processes (see the module docstring)."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.dir = config.dir.resolve()
+        for sub in ("logs", "data", "learner", "weights"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self.token = secret_file(self.dir / TOKEN_FILE)
+        self.redis_password = secret_file(self.dir / REDIS_PASSWORD_FILE)
+        self.redis = RedisServer(
+            self.dir / "redis", password=self.redis_password, appendonly=True, appendfsync="always"
+        )
+        self.state = ClusterState(
+            dir=str(self.dir), supervisor_pid=os.getpid(), token_file=str(self.dir / TOKEN_FILE)
+        )
+        self.services: list[ServiceSpec] = []
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping = False
+
+    # --- layout ------------------------------------------------------------------------------
+
+    def plan(self) -> list[ServiceSpec]:
+        """Every service with its ports, in start order."""
+        redis_url = self.redis.url
+        reward_port, learner_port, composer_port = free_port(), free_port(), free_port()
+        common = ["--host", "127.0.0.1", "--log-level", "info"]
+        cli = [sys.executable, "-m", "skillfactory.cli"]
+        queue = [
+            "--redis-url",
+            redis_url,
+            "--claim-idle-ms",
+            str(self.config.claim_idle_ms),
+        ]
+        services = [
+            ServiceSpec("reward", [*cli, "serve", "reward", *common], reward_port, free_port()),
+            ServiceSpec(
+                "composer",
+                [*cli, "serve", "composer", "--data-root", str(self.dir / "data"), *common],
+                composer_port,
+                free_port(),
+            ),
+            ServiceSpec(
+                "learner",
+                [
+                    *cli,
+                    "learner",
+                    "serve",
+                    "--state-dir",
+                    str(self.dir / "learner"),
+                    "--weights-dir",
+                    str(self.dir / "weights"),
+                    "--composer",
+                    f"127.0.0.1:{composer_port}",
+                    *queue,
+                    *common,
+                ],
+                learner_port,
+                free_port(),
+            ),
+        ]
+        for index in range(self.config.samplers):
+            model = ["--model", self.config.model] if self.config.model else []
+            services.append(
+                ServiceSpec(
+                    f"rollout-{index}",
+                    [
+                        *cli,
+                        "serve",
+                        "rollout",
+                        *model,
+                        *queue,
+                        "--reward",
+                        f"127.0.0.1:{reward_port}",
+                        "--samplers",
+                        "1",
+                        *common,
+                    ],
+                    free_port(),
+                    free_port(),
+                )
+            )
+        return services
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            SKILLFACTORY_TOKEN=self.token,
+            SKILLFACTORY_REDIS_PASSWORD=self.redis_password,
+            OMP_NUM_THREADS=str(self.config.threads),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def spawn(self, service: ServiceSpec) -> None:
+        """Start one service and wait for its ready line."""
+        ready_file = self.dir / "logs" / f"{service.name}.ready"
+        ready_file.unlink(missing_ok=True)
+        log = (self.dir / "logs" / f"{service.name}.log").open("ab")
+        args = [
+            *service.args,
+            "--port",
+            str(service.port),
+            "--metrics-port",
+            str(service.metrics_port),
+        ]
+        process = subprocess.Popen(
+            args, stdout=ready_file.open("wb"), stderr=log, env=self.environment()
+        )
+        self.children[service.name] = process
+        record = self.state.processes.setdefault(service.name, ProcessState(service.name))
+        record.pid = process.pid
+        record.address = f"127.0.0.1:{service.port}"
+        record.metrics = f"http://127.0.0.1:{service.metrics_port}/metrics"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if ready_file.exists() and ready_file.read_text().strip():
+                return
+            if process.poll() is not None:
+                raise ClusterError(
+                    f"{service.name} exited with {process.returncode}; see "
+                    f"{self.dir / 'logs' / (service.name + '.log')}"
+                )
+            time.sleep(0.1)
+        raise ClusterError(f"{service.name} did not report ready in 300 s")
+
+    def start(self) -> None:
+        self.redis.start()
+        self.state.redis_url = self.redis.url
+        self.state.processes["redis"] = ProcessState(
+            "redis", address=self.redis.url, pid=self.redis.pid or 0
+        )
+        self.services = self.plan()
+        for service in self.services:
+            self.spawn(service)
+            self.state.save(self.dir)
+        self.state.learner = self.state.processes["learner"].address
+        self.state.ready = True
+        self.state.save(self.dir)
+
+    def watch(self) -> None:
+        """Restart what dies until asked to stop."""
+        while not self._stopping:
+            if not self.redis.running():
+                self.redis.restart()
+                self.state.processes["redis"].restarts += 1
+                self.state.processes["redis"].pid = self.redis.pid or 0
+                self.state.save(self.dir)
+            for service in self.services:
+                if self._stopping:
+                    break
+                process = self.children.get(service.name)
+                if process is not None and process.poll() is not None:
+                    self.state.processes[service.name].restarts += 1
+                    try:
+                        self.spawn(service)
+                    except ClusterError as error:
+                        print(f"restart of {service.name} failed: {error}", file=sys.stderr)
+                    self.state.save(self.dir)
+            time.sleep(0.3)
+
+    def stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def shutdown(self) -> None:
+        """Stop the services (rollouts first, then the learner and the rest), then Redis."""
+        for service in reversed(self.services):
+            process = self.children.get(service.name)
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for service in reversed(self.services):
+            process = self.children.get(service.name)
+            if process is None:
+                continue
+            try:
+                process.wait(self.config.grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.redis.stop()
+        self.state.ready = False
+        self.state.save(self.dir)
+
+
+def supervise(config: ClusterConfig) -> int:
+    """The supervisor process's body: start, restart what dies, stop on SIGTERM/SIGINT."""
+    supervisor = Supervisor(config)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    (supervisor.dir / SUPERVISOR_PID).write_text(str(os.getpid()))
+    try:
+        supervisor.start()
+        supervisor.watch()
+    except ClusterError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    finally:
+        supervisor.shutdown()
+        (supervisor.dir / SUPERVISOR_PID).unlink(missing_ok=True)
+    return 0
+
+
+def up(config: ClusterConfig, timeout_s: float = 600.0) -> ClusterState:
+    """Start a supervisor in its own session and wait until the cluster is ready."""
+    folder = config.dir.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    if running_supervisor(folder) is not None:
+        raise ClusterError(f"a cluster is already running in {folder} (`skillfactory down` first)")
+    (folder / STATE_FILE).unlink(missing_ok=True)
+    args = [
+        sys.executable,
+        "-m",
+        "skillfactory.cluster.supervise",
+        str(folder),
+        "--samplers",
+        str(config.samplers),
+        "--claim-idle-ms",
+        str(config.claim_idle_ms),
+        "--threads",
+        str(config.threads),
+        "--grace-s",
+        str(config.grace_s),
+    ]
+    if config.model:
+        args += ["--model", config.model]
+    log = (folder / "supervisor.log").open("ab")
+    process = subprocess.Popen(
+        args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ClusterError(f"the cluster did not start; see {folder / 'supervisor.log'}")
+        try:
+            state = ClusterState.load(folder)
+        except (ClusterError, json.JSONDecodeError):
+            state = None
+        if state is not None and state.ready:
+            return state
+        time.sleep(0.2)
+    process.terminate()
+    raise ClusterError(f"the cluster was not ready in {timeout_s:.0f} s")
+
+
+def running_supervisor(folder: Path) -> int | None:
+    """The pid of the supervisor of `folder`, if one is alive."""
+    path = folder / SUPERVISOR_PID
+    if not path.exists():
+        return None
+    pid = int(path.read_text().strip() or 0)
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def down(folder: Path, timeout_s: float = 120.0) -> bool:
+    """Stop the cluster of `folder`; False when none was running."""
+    pid = running_supervisor(folder.resolve())
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if running_supervisor(folder.resolve()) is None:
+            return True
+        time.sleep(0.2)
+    raise ClusterError(f"the supervisor {pid} did not stop in {timeout_s:.0f} s")
