@@ -35,6 +35,12 @@ def up(
     model: Annotated[
         str, typer.Option(help="Model the rollout services load at start ('' = on demand).")
     ] = "",
+    simulated_token_delay_ms: Annotated[
+        float,
+        typer.Option(
+            min=0, help="SIMULATION: rollout engine calls last at least this many ms per token."
+        ),
+    ] = 0.0,
 ) -> None:
     """Start Redis and every service on loopback; prints the learner address and token."""
     from skillfactory.cluster.local import ClusterConfig, ClusterError, cluster_dir
@@ -46,6 +52,7 @@ def up(
         claim_idle_ms=claim_idle_ms,
         threads=threads,
         model=model,
+        simulated_token_delay_ms=simulated_token_delay_ms,
     )
     try:
         state = start(config)

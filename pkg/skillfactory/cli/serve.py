@@ -194,6 +194,14 @@ def serve_rollout(
     ] = 1,
     claim_idle_ms: ClaimIdleOption = 60_000,
     stream_prefix: StreamPrefixOption = "skillfactory",
+    simulated_token_delay_ms: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="SIMULATION for benchmarks and fault tests: every engine call lasts at least "
+            "this many ms per decode step (see skillfactory.engines.simulated).",
+        ),
+    ] = 0.0,
     engine: EngineOption = "transformers",
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
@@ -217,6 +225,7 @@ def serve_rollout(
     from pydantic import ValidationError
 
     from skillfactory.engines.setup import setup_engine
+    from skillfactory.engines.simulated import TokenDelayEngine
     from skillfactory.models.registry import ModelUnavailableError
     from skillfactory.runspec import RedisQueueSpec, TransformersEngineSpec, VllmEngineSpec
     from skillfactory.serving.rollout import setup_rollout_server
@@ -255,7 +264,10 @@ def serve_rollout(
         raise typer.Exit(2) from None
 
     def factory(name: str) -> Any:
-        return setup_engine(spec, name, seed=seed)
+        built = setup_engine(spec, name, seed=seed)
+        if simulated_token_delay_ms > 0:
+            return TokenDelayEngine(built, simulated_token_delay_ms / 1000)
+        return built
 
     try:
         generator = factory(model) if model else None

@@ -66,6 +66,9 @@ class ClusterConfig:
     """Model every rollout service loads at start ('' = the first rollout task's)."""
     grace_s: float = 30.0
     """Seconds a service gets to stop before SIGKILL."""
+    simulated_token_delay_ms: float = 0.0
+    """SIMULATION (benchmarks, fault tests): rollout engine calls last at least this many ms
+    per decode step."""
 
 
 @dataclass
@@ -191,6 +194,9 @@ class Supervisor:
         ]
         for index in range(self.config.samplers):
             model = ["--model", self.config.model] if self.config.model else []
+            if self.config.simulated_token_delay_ms > 0:
+                delay = str(self.config.simulated_token_delay_ms)
+                model += ["--simulated-token-delay-ms", delay]
             services.append(
                 ServiceSpec(
                     f"rollout-{index}",
@@ -355,6 +361,8 @@ def up(config: ClusterConfig, timeout_s: float = 600.0) -> ClusterState:
     ]
     if config.model:
         args += ["--model", config.model]
+    if config.simulated_token_delay_ms > 0:
+        args += ["--simulated-token-delay-ms", str(config.simulated_token_delay_ms)]
     log = (folder / "supervisor.log").open("ab")
     process = subprocess.Popen(
         args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="")
     parser.add_argument("--grace-s", type=float, default=30.0)
+    parser.add_argument("--simulated-token-delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
     config = ClusterConfig(
         dir=args.dir,
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         model=args.model,
         grace_s=args.grace_s,
+        simulated_token_delay_ms=args.simulated_token_delay_ms,
     )
     return supervise(config)
 

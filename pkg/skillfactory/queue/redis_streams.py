@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from skillfactory.queue.base import Entry, QueueClosed
 from skillfactory.runspec import RedisQueueSpec
@@ -28,6 +30,8 @@ from skillfactory.runspec import RedisQueueSpec
 log = logging.getLogger(__name__)
 
 FIELD = b"p"
+RETRIES = 40
+"""Retries of a command while Redis is unreachable or loading (backoff capped at 1 s: ~35 s)."""
 """The stream field that holds the payload."""
 
 # XAUTOCLAIM, then each claimed entry's delivery count, atomically.
@@ -73,9 +77,21 @@ class RedisStreamsQueue:
         claim_idle_s: float = 60.0,
         client: redis.Redis | None = None,
     ) -> None:
-        # No socket timeout: a get with block_s=None waits on the socket for ever.
+        # No socket timeout: a get with block_s=None waits on the socket for ever. Commands are
+        # retried for about `RETRY_SECONDS` while Redis restarts (a retried XADD may add an entry
+        # twice: consumers drop duplicates, see the learner's and samplers' notes).
         self.client: redis.Redis = client or redis.Redis.from_url(
-            url, password=password, socket_timeout=None, socket_connect_timeout=10, protocol=2
+            url,
+            password=password,
+            socket_timeout=None,
+            socket_connect_timeout=10,
+            protocol=2,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
+            retry_on_error=[
+                redis.exceptions.ConnectionError,
+                redis.exceptions.TimeoutError,
+                redis.exceptions.BusyLoadingError,
+            ],
         )
         self.stream_prefix = stream_prefix
         self.max_len = max_len
