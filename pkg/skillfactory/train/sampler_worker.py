@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from skillfactory.engines.base import Completion, Prompt, SamplingParams
 from skillfactory.group import Group
 from skillfactory.queue import Entry, Queue, UndecodablePayload, put_message, read_messages
-from skillfactory.tasks import Problem, get_task, grade
+from skillfactory.tasks import Problem, ProblemFieldError, UnknownTaskError, get_task, grade
 from skillfactory.train.rollout_task import PROMPTS_STREAM, SAMPLERS_GROUP
 from skillfactory.train.sampler import GROUPS_STREAM, grpo_prompt
 from skillfactory.v1 import data_pb2
@@ -50,16 +50,18 @@ them) with the right model and weights."""
 
 
 def local_scorer() -> GroupScorer:
-    """Binary correctness graded in this process with the task graders."""
+    """Binary correctness graded in this process with the task graders; a problem that cannot be
+    graded (unknown task, missing field) scores 0, as the reward service's per-record errors do."""
+
+    def score_one(problem: Problem, completion: Completion) -> float:
+        try:
+            return 1.0 if grade(get_task(problem.task), problem, completion.text).correct else 0.0
+        except (UnknownTaskError, ProblemFieldError):
+            log.warning("ungradable record scored 0", extra={"task": problem.task})
+            return 0.0
 
     def score(groups: Sequence[tuple[Problem, Sequence[Completion]]]) -> list[list[float]]:
-        rewards = []
-        for problem, completions in groups:
-            task = get_task(problem.task)
-            rewards.append(
-                [1.0 if grade(task, problem, c.text).correct else 0.0 for c in completions]
-            )
-        return rewards
+        return [[score_one(problem, c) for c in completions] for problem, completions in groups]
 
     return score
 
