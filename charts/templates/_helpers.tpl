@@ -85,7 +85,8 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
-{{/* Env shared by the services: the Redis password (run specs name it in queue.password_env). */}}
+{{/* Env of the learner and the rollouts: the Redis password (`--redis-url` carries none; the
+     services read it from SKILLFACTORY_REDIS_PASSWORD). */}}
 {{- define "sf.redisEnv" -}}
 {{- if include "sf.redisPasswordEnabled" . }}
 - name: SKILLFACTORY_REDIS_PASSWORD
@@ -121,4 +122,51 @@ app.kubernetes.io/part-of: skillfactory-monitoring
 {{/* Name of the Grafana admin Secret. */}}
 {{- define "sf.grafanaSecret" -}}
 {{- default (printf "%s-grafana" (include "sf.fullname" .)) .Values.metrics.bundled.grafana.admin.existingSecret }}
+{{- end }}
+
+{{/* The shared data/weights volume: the chart's RWX claim, or shared.existingClaim. */}}
+{{- define "sf.sharedClaim" -}}
+{{- default (printf "%s-shared" (include "sf.fullname" .)) .Values.shared.existingClaim }}
+{{- end }}
+
+{{/* Where the learner publishes weight stores (<dir>/<run>/<epoch>/v<version>) on the share. */}}
+{{- define "sf.weightsDir" -}}
+{{- printf "%s/weights" (.Values.shared.mountPath | trimSuffix "/") }}
+{{- end }}
+
+{{/* In-cluster HOST:PORT of one component's gRPC Service: include "sf.address" (list $ "reward"). */}}
+{{- define "sf.address" -}}
+{{- $ := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- printf "%s-%s:%v" (include "sf.fullname" $) $component (index $.Values $component).port }}
+{{- end }}
+
+{{/* The bearer-token volume, mount and option every service has (all share the learner's token,
+     as the local cluster does: the learner sends it to the composer, the samplers to the reward
+     service), and the shared claim's volume (learner, composer, rollouts). */}}
+{{- define "sf.tokenVolume" -}}
+- name: token
+  secret:
+    secretName: {{ include "sf.tokenSecret" . }}
+    defaultMode: 0440
+{{- end }}
+{{- define "sf.sharedVolume" -}}
+- name: shared
+  persistentVolumeClaim:
+    claimName: {{ include "sf.sharedClaim" . }}
+{{- end }}
+{{- define "sf.tokenMount" -}}
+- name: token
+  mountPath: /var/run/skillfactory/token
+  readOnly: true
+{{- end }}
+{{- define "sf.tokenArg" -}}
+- --token-file=/var/run/skillfactory/token/{{ .Values.learner.token.existingSecretKey }}
+{{- end }}
+
+{{/* Queue options the learner and the rollout samplers must agree on. */}}
+{{- define "sf.queueArgs" -}}
+- --redis-url={{ include "sf.redisUrl" . }}
+- --claim-idle-ms={{ .Values.queue.claimIdleMs }}
+- --stream-prefix={{ .Values.queue.streamPrefix }}
 {{- end }}

@@ -46,8 +46,24 @@ ALL_ON: dict[str, Any] = {
         "extraArgs": ["--workers=4"],
         "extraEnv": [{"name": "FOO", "value": "bar"}],
     },
-    "rollout": {"replicas": 3, "nodeSelector": {"gpu": "h100"}, "gpus": 2},
+    "rollout": {
+        "replicas": 3,
+        "nodeSelector": {"gpu": "h100"},
+        "gpus": 2,
+        "samplers": 4,
+        "tasksPerCall": 2,
+        "model": "/shared/models/base",
+    },
     "reward": {"autoscaling": {"enabled": True}},
+    "composer": {
+        "enabled": True,
+        "replicas": 2,
+        "nodeSelector": {"pool": "cpu"},
+        "extraArgs": ["--grace-seconds=30"],
+        "extraEnv": [{"name": "FOO", "value": "bar"}],
+    },
+    "queue": {"claimIdleMs": 30000, "streamPrefix": "team-a"},
+    "shared": {"persistence": {"storageClass": "nfs", "size": "1Ti", "keep": False}},
     "redis": {"persistence": {"storageClass": "fast"}, "maxmemory": "4gb"},
 }
 ALL_OFF: dict[str, Any] = {
@@ -62,12 +78,16 @@ ALL_OFF: dict[str, Any] = {
     "learner": {"gpus": 0, "podDisruptionBudget": {"enabled": False}},
     "rollout": {"gpus": 0, "podDisruptionBudget": {"enabled": False}},
     "reward": {"autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False}},
+    "composer": {"enabled": False},
+    "shared": {"existingClaim": "team-shared"},
     "redis": {"enabled": False, "external": {"url": "rediss://redis.example.com:6380/0"}},
 }
 CASES = {"defaults": {}, "all-on": ALL_ON, "all-off": ALL_OFF}
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 MONITORING = {"prometheus", "grafana"}
 """Components of the bundled monitoring (HTTP probes, not gRPC health)."""
+SERVICES = {"learner", "rollout", "reward", "composer"}
+"""Components running a SkillFactory service (gRPC health, the shared bearer token)."""
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -135,9 +155,14 @@ def test_expected_objects() -> None:
         ("StatefulSet", "sf-skillfactory-redis"),
         ("Secret", "sf-skillfactory-redis"),
         ("Secret", "sf-skillfactory-learner-token"),
-        ("Role", "sf-skillfactory-endpointslices"),
         ("ServiceMonitor", "sf-skillfactory-rollout"),
         ("PodDisruptionBudget", "sf-skillfactory-reward"),
+        ("Deployment", "sf-skillfactory-composer"),
+        ("Service", "sf-skillfactory-composer"),
+        ("PodDisruptionBudget", "sf-skillfactory-composer"),
+        ("NetworkPolicy", "sf-skillfactory-composer"),
+        ("ServiceMonitor", "sf-skillfactory-composer"),
+        ("PersistentVolumeClaim", "sf-skillfactory-shared"),
         ("Deployment", "sf-skillfactory-prometheus"),
         ("Deployment", "sf-skillfactory-grafana"),
         ("Role", "sf-skillfactory-prometheus"),
@@ -146,12 +171,14 @@ def test_expected_objects() -> None:
         *(("ConfigMap", f"sf-skillfactory-dashboard-{p.stem}") for p in DASHBOARDS),
     ]:
         assert expected in kinds
-    assert not any("composer" in name for _, name in kinds)
     # ServiceMonitor only when the API exists (not offline) or forced.
     assert not any(d["kind"] == "ServiceMonitor" for d in render({}))
     off = render(ALL_OFF)
     assert not any(d["kind"] in {"StatefulSet"} and "redis" in d["metadata"]["name"] for d in off)
     assert not any(d["kind"] == "ConfigMap" for d in off)
+    # composer off; the shared volume is the existing claim, not one of the chart's.
+    assert not any(component(d) == "composer" for d in off)
+    assert not any(d["kind"] == "PersistentVolumeClaim" for d in off)
     # The bundled monitoring is off by default; the dashboards are on.
     defaults = render({})
     assert not any(component(d) in MONITORING for d in defaults)
@@ -173,11 +200,15 @@ def test_rollout_gpu_scheduling() -> None:
     assert limits["nvidia.com/gpu"] == 2
 
 
-def test_role_only_lists_endpointslices() -> None:
-    role = next(d for d in render({}) if d["kind"] == "Role")
-    assert role["rules"] == [
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}
-    ]
+def test_services_get_no_rbac_and_no_api_token(rendered: list[dict[str, Any]]) -> None:
+    """The services call no Kubernetes API (work goes through Redis, weights through the shared
+    volume): no Role for them, and no service pod mounts a ServiceAccount token. Only the bundled
+    Prometheus (not a service) has a Role."""
+    roles = [d for d in rendered if d["kind"] in {"Role", "RoleBinding", "ClusterRole"}]
+    assert all(component(d) == "prometheus" for d in roles), roles
+    for d in rendered:
+        if d["kind"] in {"Deployment", "StatefulSet"} and component(d) in SERVICES:
+            assert d["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 def component(doc: dict[str, Any]) -> str:
@@ -260,6 +291,22 @@ def test_no_secret_value_in_configmaps_or_notes(rendered: list[dict[str, Any]]) 
         ({"redis": {"enabled": False}}, "url"),
         ({"redis": {"external": {"url": "redis://:pw@host"}}}, "/redis/external/url"),
         ({"rollout": {"engine": "tgi"}}, "/rollout/engine"),
+        ({"rollout": {"samplers": 0}}, "/rollout/samplers"),
+        ({"rollout": {"tasksPerCall": 0}}, "/rollout/tasksPerCall"),
+        ({"composer": {"port": "grpc"}}, "/composer/port"),
+        ({"composer": {"replicas": 0}}, "/composer/replicas"),
+        ({"composer": {"resources": {"limits": {"memory": None}}}}, "memory"),
+        ({"composer": {"dataRoot": "/elsewhere"}}, "dataRoot"),
+        ({"composer": {"podDisruptionBudget": {"minAvailable": 1}}}, "minAvailable"),
+        ({"queue": {"claimIdleMs": 0}}, "/queue/claimIdleMs"),
+        ({"queue": {"streamPrefix": "a b"}}, "/queue/streamPrefix"),
+        ({"shared": {"mountPath": "shared"}}, "/shared/mountPath"),
+        ({"shared": {"mountPath": "/tmp/shared"}}, "/shared/mountPath"),
+        ({"shared": {"mountPath": "/data"}}, "/shared/mountPath"),
+        ({"shared": {"existingClaim": "Team_Share"}}, "/shared/existingClaim"),
+        ({"shared": {"persistence": {"accessModes": ["ReadOnlyMany"]}}}, "accessModes"),
+        ({"shared": {"persistence": {"size": "lots"}}}, "/shared/persistence/size"),
+        ({"shared": {"readOnly": True}}, "readOnly"),
     ],
 )
 def test_schema_refuses_broken_values(values: dict[str, Any], message: str) -> None:

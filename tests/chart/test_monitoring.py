@@ -88,7 +88,7 @@ def test_network_policies_admit_prometheus_to_metrics_ports_only() -> None:
         ]
         for name in ("prometheus", "grafana")
     }
-    for component in ("learner", "rollout", "reward"):
+    for component in ("learner", "rollout", "reward", "composer"):
         service = find(docs, "Service", f"sf-skillfactory-{component}")
         metrics_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "metrics")
         admitted = [
