@@ -3,7 +3,9 @@
 `Compose` turns the graded samples of a batch of problems into silver traces with
 `skillfactory.compose` and answers the traces and a summary. With `output_uri` set it also writes
 the SFT JSONL there, the way stage 1 writes `sft.jsonl` (`dump_record` lines, replaced whole
-through a temporary file and a rename), and answers the `file://` URI of what it wrote.
+through a temporary file and a rename), and answers the `file://` URI of what it wrote. A trace
+carries every field of its SFT record and the summary every count of the library's, so a client
+(`skillfactory.serving.composer_client`) rebuilds both exactly.
 
 - A problem without samples or without a correct sample yields no trace; it is counted in the
   summary and never fails the batch.
@@ -39,6 +41,7 @@ from skillfactory.compose import (
     DEFAULT_MAX_SAMPLES_PER_TRACE,
     DEFAULT_VARIANT,
     VARIANTS,
+    ClassCounts,
     ComposeOptions,
     ComposeSummary,
     ProblemSamples,
@@ -152,10 +155,25 @@ def trace_to_proto(record: dict[str, Any]) -> data_pb2.Trace:
         n_correct=meta["n_correct"],
         n_incorrect=meta["n_incorrect"],
         variant=meta["variant"],
+        problem_id=meta["problem_id"],
+        task=meta["task"],
+        ends_correct=meta["ends_correct"],
+        sample_indices=meta["sample_indices"],
+        prompt_variants=meta["prompt_variants"],
+    )
+
+
+def _class_counts_to_proto(counts: ClassCounts) -> composer_pb2.FilterClassCounts:
+    return composer_pb2.FilterClassCounts(
+        kept=counts.kept,
+        dropped_mismatch=counts.dropped_mismatch,
+        dropped_no_verdict=counts.dropped_no_verdict,
+        dropped_malformed=counts.dropped_malformed,
     )
 
 
 def summary_to_proto(summary: ComposeSummary) -> composer_pb2.ComposeSummary:
+    """Every count of the library's summary (its options are the request's)."""
     counts = summary.filter
     return composer_pb2.ComposeSummary(
         problems_in=summary.problems_in,
@@ -165,6 +183,13 @@ def summary_to_proto(summary: ComposeSummary) -> composer_pb2.ComposeSummary:
         pairs_dropped_correct=counts.correct.dropped,
         pairs_dropped_incorrect=counts.incorrect.dropped,
         traces_out=summary.traces_out,
+        problems_without_trace=summary.problems_without_trace,
+        samples_in=summary.samples_in,
+        samples_correct=summary.samples_correct,
+        samples_unusable=counts.unusable_samples,
+        filter_correct=_class_counts_to_proto(counts.correct),
+        filter_incorrect=_class_counts_to_proto(counts.incorrect),
+        trace_lengths=dict(summary.trace_lengths),
     )
 
 

@@ -25,19 +25,25 @@ _sym_db = _symbol_database.Default()
 from skillfactory.v1 import data_pb2 as skillfactory_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eskillfactory/v1/composer.proto\x12\x0fskillfactory.v1\x1a\x1askillfactory/v1/data.proto\"\xa5\x01\n\x0e\x43omposeRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x31\n\x08problems\x18\x02 \x03(\x0b\x32\x1f.skillfactory.v1.ProblemSamples\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\x1d\n\x15max_samples_per_trace\x18\x05 \x01(\x03\x12\x12\n\noutput_uri\x18\x06 \x01(\t\"\xd5\x01\n\x0e\x43omposeSummary\x12\x13\n\x0bproblems_in\x18\x01 \x01(\x03\x12 \n\x18problems_without_correct\x18\x02 \x01(\x03\x12\x1a\n\x12pairs_kept_correct\x18\x03 \x01(\x03\x12\x1c\n\x14pairs_kept_incorrect\x18\x04 \x01(\x03\x12\x1d\n\x15pairs_dropped_correct\x18\x05 \x01(\x03\x12\x1f\n\x17pairs_dropped_incorrect\x18\x06 \x01(\x03\x12\x12\n\ntraces_out\x18\x07 \x01(\x03\"\x7f\n\x0f\x43omposeResponse\x12&\n\x06traces\x18\x01 \x03(\x0b\x32\x16.skillfactory.v1.Trace\x12\x30\n\x07summary\x18\x02 \x01(\x0b\x32\x1f.skillfactory.v1.ComposeSummary\x12\x12\n\noutput_uri\x18\x03 \x01(\t2X\n\x08\x43omposer\x12L\n\x07\x43ompose\x12\x1f.skillfactory.v1.ComposeRequest\x1a .skillfactory.v1.ComposeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eskillfactory/v1/composer.proto\x12\x0fskillfactory.v1\x1a\x1askillfactory/v1/data.proto\"\xa5\x01\n\x0e\x43omposeRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x31\n\x08problems\x18\x02 \x03(\x0b\x32\x1f.skillfactory.v1.ProblemSamples\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\x1d\n\x15max_samples_per_trace\x18\x05 \x01(\x03\x12\x12\n\noutput_uri\x18\x06 \x01(\t\"r\n\x11\x46ilterClassCounts\x12\x0c\n\x04kept\x18\x01 \x01(\x03\x12\x18\n\x10\x64ropped_mismatch\x18\x02 \x01(\x03\x12\x1a\n\x12\x64ropped_no_verdict\x18\x03 \x01(\x03\x12\x19\n\x11\x64ropped_malformed\x18\x04 \x01(\x03\"\xb5\x04\n\x0e\x43omposeSummary\x12\x13\n\x0bproblems_in\x18\x01 \x01(\x03\x12 \n\x18problems_without_correct\x18\x02 \x01(\x03\x12\x1a\n\x12pairs_kept_correct\x18\x03 \x01(\x03\x12\x1c\n\x14pairs_kept_incorrect\x18\x04 \x01(\x03\x12\x1d\n\x15pairs_dropped_correct\x18\x05 \x01(\x03\x12\x1f\n\x17pairs_dropped_incorrect\x18\x06 \x01(\x03\x12\x12\n\ntraces_out\x18\x07 \x01(\x03\x12\x1e\n\x16problems_without_trace\x18\x08 \x01(\x03\x12\x12\n\nsamples_in\x18\t \x01(\x03\x12\x17\n\x0fsamples_correct\x18\n \x01(\x03\x12\x18\n\x10samples_unusable\x18\x0b \x01(\x03\x12:\n\x0e\x66ilter_correct\x18\x0c \x01(\x0b\x32\".skillfactory.v1.FilterClassCounts\x12<\n\x10\x66ilter_incorrect\x18\r \x01(\x0b\x32\".skillfactory.v1.FilterClassCounts\x12H\n\rtrace_lengths\x18\x0e \x03(\x0b\x32\x31.skillfactory.v1.ComposeSummary.TraceLengthsEntry\x1a\x33\n\x11TraceLengthsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x7f\n\x0f\x43omposeResponse\x12&\n\x06traces\x18\x01 \x03(\x0b\x32\x16.skillfactory.v1.Trace\x12\x30\n\x07summary\x18\x02 \x01(\x0b\x32\x1f.skillfactory.v1.ComposeSummary\x12\x12\n\noutput_uri\x18\x03 \x01(\t2X\n\x08\x43omposer\x12L\n\x07\x43ompose\x12\x1f.skillfactory.v1.ComposeRequest\x1a .skillfactory.v1.ComposeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skillfactory.v1.composer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_COMPOSESUMMARY_TRACELENGTHSENTRY']._loaded_options = None
+  _globals['_COMPOSESUMMARY_TRACELENGTHSENTRY']._serialized_options = b'8\001'
   _globals['_COMPOSEREQUEST']._serialized_start=80
   _globals['_COMPOSEREQUEST']._serialized_end=245
-  _globals['_COMPOSESUMMARY']._serialized_start=248
-  _globals['_COMPOSESUMMARY']._serialized_end=461
-  _globals['_COMPOSERESPONSE']._serialized_start=463
-  _globals['_COMPOSERESPONSE']._serialized_end=590
-  _globals['_COMPOSER']._serialized_start=592
-  _globals['_COMPOSER']._serialized_end=680
+  _globals['_FILTERCLASSCOUNTS']._serialized_start=247
+  _globals['_FILTERCLASSCOUNTS']._serialized_end=361
+  _globals['_COMPOSESUMMARY']._serialized_start=364
+  _globals['_COMPOSESUMMARY']._serialized_end=929
+  _globals['_COMPOSESUMMARY_TRACELENGTHSENTRY']._serialized_start=878
+  _globals['_COMPOSESUMMARY_TRACELENGTHSENTRY']._serialized_end=929
+  _globals['_COMPOSERESPONSE']._serialized_start=931
+  _globals['_COMPOSERESPONSE']._serialized_end=1058
+  _globals['_COMPOSER']._serialized_start=1060
+  _globals['_COMPOSER']._serialized_end=1148
 # @@protoc_insertion_point(module_scope)

@@ -153,18 +153,28 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class Trace(_message.Message):
-    __slots__ = ("id", "messages", "n_correct", "n_incorrect", "variant")
+    __slots__ = ("id", "messages", "n_correct", "n_incorrect", "variant", "problem_id", "task", "ends_correct", "sample_indices", "prompt_variants")
     ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     N_CORRECT_FIELD_NUMBER: _ClassVar[int]
     N_INCORRECT_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ENDS_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_INDICES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_VARIANTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     n_correct: int
     n_incorrect: int
     variant: str
-    def __init__(self, id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., n_correct: _Optional[int] = ..., n_incorrect: _Optional[int] = ..., variant: _Optional[str] = ...) -> None: ...
+    problem_id: str
+    task: str
+    ends_correct: bool
+    sample_indices: _containers.RepeatedScalarFieldContainer[int]
+    prompt_variants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., n_correct: _Optional[int] = ..., n_incorrect: _Optional[int] = ..., variant: _Optional[str] = ..., problem_id: _Optional[str] = ..., task: _Optional[str] = ..., ends_correct: _Optional[bool] = ..., sample_indices: _Optional[_Iterable[int]] = ..., prompt_variants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WeightUpdate(_message.Message):
     __slots__ = ("run_id", "version", "uri", "checksum")

@@ -149,6 +149,15 @@ def _record_tuples(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     ]
 
 
+def _class_counts(counts: Any) -> composer_pb2.FilterClassCounts:
+    return composer_pb2.FilterClassCounts(
+        kept=counts.kept,
+        dropped_mismatch=counts.dropped_mismatch,
+        dropped_no_verdict=counts.dropped_no_verdict,
+        dropped_malformed=counts.dropped_malformed,
+    )
+
+
 @pytest.mark.parametrize("variant", ["skillfactory", "no-sample-order", "star"])
 def test_compose_gives_the_library_traces_and_writes_the_dataset(
     start_server: StartServer, store: Path, variant: str
@@ -175,6 +184,13 @@ def test_compose_gives_the_library_traces_and_writes_the_dataset(
         pairs_dropped_correct=summary.filter.correct.dropped,
         pairs_dropped_incorrect=summary.filter.incorrect.dropped,
         traces_out=len(expected),
+        problems_without_trace=summary.problems_without_trace,
+        samples_in=summary.samples_in,
+        samples_correct=summary.samples_correct,
+        samples_unusable=summary.filter.unusable_samples,
+        filter_correct=_class_counts(summary.filter.correct),
+        filter_incorrect=_class_counts(summary.filter.incorrect),
+        trace_lengths=dict(summary.trace_lengths),
     )
     written = store / "runs" / "run-1" / "data" / "sft.jsonl"
     assert response.output_uri == f"file://{written.resolve()}"
