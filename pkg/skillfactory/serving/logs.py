@@ -34,6 +34,11 @@ def bind_run_id(run_id: str | None) -> Iterator[None]:
         _RUN_ID.reset(token)
 
 
+def current_run_id() -> str | None:
+    """The run id `bind_run_id` bound in this thread or task (None outside such a block)."""
+    return _RUN_ID.get()
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON line."""
 

@@ -10,6 +10,11 @@ Problems are processed in fixed chunks, each sampled with its own seed derived f
 and the chunk index, and a chunk's records are appended in one write. An interrupted run is
 resumed by skipping the chunks already complete in `samples.jsonl` (a half-written chunk is dropped
 and redone), so it produces the same dataset as an uninterrupted run with the same seed.
+
+Composition (verdict filter and Algorithm 1) runs in process with `skillfactory.compose.compose`
+unless the stage is given another function of the same shape, such as
+`skillfactory.serving.composer_client.ComposerClient.compose` (the composer service); the stage
+writes `sft.jsonl` and `summary.json` itself either way.
 """
 
 from __future__ import annotations
@@ -19,12 +24,19 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skillfactory.compose import ComposeOptions, compose, dump_record, parse_samples_record
+from skillfactory.compose import (
+    ComposeOptions,
+    ComposeSummary,
+    ProblemSamples,
+    dump_record,
+    parse_samples_record,
+)
+from skillfactory.compose import compose as compose_in_process
 from skillfactory.engines import Completion, Engine, SamplingParams
 from skillfactory.engines.base import ChatMessage
 from skillfactory.engines.setup import sampling_params
@@ -44,6 +56,11 @@ SFT_FILE = "sft.jsonl"
 SUMMARY_FILE = "summary.json"
 COMPLETION_TOKENS = {"answer": 24, "verdict": 6}
 """Most tokens generated to complete an opened `<answer>` or `<verdict>` tag."""
+
+ComposeFunction = Callable[
+    [Iterable[ProblemSamples], ComposeOptions, ComposeSummary], Iterable[dict[str, Any]]
+]
+"""Composes SFT records from graded samples, accounting in the summary (`compose.compose`)."""
 
 
 def data_dir(spec: RunSpec) -> Path:
@@ -136,11 +153,19 @@ def _ratio(part: int, whole: int) -> float:
 
 
 class Stage1:
-    """Runs stage 1 of a run spec with an engine (`Engine`)."""
+    """Runs stage 1 of a run spec with an engine (`Engine`); `compose` composes the traces
+    (default: the library, in process)."""
 
-    def __init__(self, spec: RunSpec, engine: Engine, max_batch_rows: int = 64) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        engine: Engine,
+        max_batch_rows: int = 64,
+        compose: ComposeFunction | None = None,
+    ) -> None:
         self.spec = spec
         self.engine = engine
+        self.compose: ComposeFunction = compose or compose_in_process
         self.task: Task = get_task(spec.data.task)
         self.seed = stage_seed(spec)
         self.out = data_dir(spec)
@@ -265,7 +290,7 @@ class Stage1:
         for line_number, record in enumerate(read_records(self.out / SAMPLES_FILE), start=1):
             counters.add_record(record)
             items.append(parse_samples_record(record, line_number))
-        sft_lines = [dump_record(r) for r in compose(items, options, summary)]
+        sft_lines = [dump_record(r) for r in self.compose(items, options, summary)]
         write_text_atomically(self.out / SFT_FILE, "".join(line + "\n" for line in sft_lines))
         return {
             "task": data.task,

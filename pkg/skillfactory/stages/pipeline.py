@@ -101,19 +101,28 @@ class Pipeline:
         (self.dir / RESULT_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
     def run_data(self) -> dict[str, Any]:
-        """Stage 1: sample, reflect, filter, compose the silver SFT dataset."""
+        """Stage 1: sample, reflect, filter, compose the silver SFT dataset (composed by the
+        cluster's composer service when it has one)."""
         from skillfactory.stages.data import Stage1
 
         engine = self.engine_factory(self.models["base"])
+        composer = None
         try:
+            if self.cluster and self.cluster.composer_address:
+                from skillfactory.serving.composer_client import ComposerClient
+
+                composer = ComposerClient(self.cluster.composer_address, self.cluster.token)
             rows = engine_batch_rows(self.spec.engine)
-            return Stage1(self.spec, engine, max_batch_rows=rows).run(
+            compose = composer.compose if composer else None
+            return Stage1(self.spec, engine, max_batch_rows=rows, compose=compose).run(
                 lambda done, total, samples: self.on_event(
                     "data", {"event": "progress", "done": done, "total": total}
                 )
             )
         finally:
             engine.close()
+            if composer is not None:
+                composer.close()
 
     def sft_dataset(self) -> Path:
         """The chats SFT trains on: `sft.dataset` when set, else stage 1's output."""
