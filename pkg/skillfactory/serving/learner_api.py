@@ -59,7 +59,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from skillfactory.contracts.runspec_proto import run_spec_from_proto
 from skillfactory.engines.base import Engine
-from skillfactory.runspec import InvalidRunSpec, RunSpec, parse_run_spec
+from skillfactory.runspec import STAGES, InvalidRunSpec, RunSpec, parse_run_spec
 from skillfactory.serving.logs import bind_run_id
 from skillfactory.serving.run_store import (
     CANCELLED,
@@ -167,8 +167,14 @@ class LearnerMetrics:
             registry=registry,
         )
         self._duplicates_seen = 0
+        self.set_stage("")
         for state in STATES:
             self.runs.labels(state).set(0)
+
+    def set_stage(self, current: str) -> None:
+        """1 for the running run's stage, 0 for the others (all 0 between runs)."""
+        for stage in STAGES:
+            self.stage.labels(stage).set(1 if stage == current else 0)
 
     def on_step(self, step: dict[str, Any]) -> None:
         version = int(step.get("version", 0))
@@ -386,7 +392,7 @@ class RunController:
         finally:
             self._cancel.pop(record.run_id, None)
             if self.metrics is not None:
-                self.metrics.stage.clear()
+                self.metrics.set_stage("")
 
     def _on_event(self, record: RunRecord, stage: str, event: dict[str, Any]) -> None:
         if self.closing:
@@ -402,8 +408,7 @@ class RunController:
                 status.state, status.started_at, status.progress = RUNNING, now, 0.0
                 record.current_stage = stage
                 if self.metrics is not None:
-                    self.metrics.stage.clear()
-                    self.metrics.stage.labels(stage).set(1)
+                    self.metrics.set_stage(stage)
                 self._emit(record, stage, "message", "started", data=data)
             elif kind == "finished":
                 status.state, status.finished_at, status.progress = SUCCEEDED, now, 1.0

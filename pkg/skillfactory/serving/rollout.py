@@ -24,12 +24,14 @@ Series added to the server's registry:
 
 - `skillfactory_rollout_tokens_generated_total` — completion tokens sampled;
 - `skillfactory_rollout_tokens_per_second` — throughput of the latest engine call;
-- `skillfactory_rollout_requests_total{method}`, `skillfactory_rollout_prompts_total`,
+- `skillfactory_rollout_requests_total{method}` (method `sampler`: a sampler worker's engine call),
+  `skillfactory_rollout_prompts_total`,
   `skillfactory_rollout_completions_total` — work asked for;
 - `skillfactory_rollout_generate_seconds` — histogram of engine-call latency;
 - `skillfactory_rollout_batch_rows` — histogram of rows (prompts × n) per engine call;
 - `skillfactory_rollout_policy_version` — version of the weights in use;
-- `skillfactory_rollout_weight_sync_seconds` — histogram of verify + load time;
+- `skillfactory_rollout_weight_sync_seconds` — histogram of verify + load time (of an
+  `UpdateWeights` call, or of a sampler's catch-up from the weight store);
 - `skillfactory_rollout_weight_sync_failures_total{reason}` — refused notices.
 """
 
@@ -83,7 +85,7 @@ class RolloutMetrics:
         )
         self.requests = Counter(
             "skillfactory_rollout_requests",
-            "Generation requests, by method.",
+            "Generation requests, by method (Generate, GenerateStream; sampler: a sampler worker's task).",
             ("method",),
             registry=registry,
         )
@@ -290,11 +292,16 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         self, task: data_pb2.RolloutTask, prompts: Sequence[Prompt], params: SamplingParams
     ) -> list[list[Completion]]:
         """A sampler worker's engine call: on the task's model and epoch, caught up to the newest
-        published weights, in chunks of at most `max_batch_size` rows."""
+        published weights (counted as a weight sync), in chunks of at most `max_batch_size` rows."""
+        if self.metrics is not None:
+            self.metrics.requests.labels("sampler").inc()
         results: list[list[Completion]] = []
         with self._engine_lock:
+            loads, started = self.slot.loads, time.perf_counter()
             engine = self.slot.prepare(task.model_uri, task.epoch, task.weights_uri)
             if self.metrics is not None:
+                if self.slot.loads > loads:
+                    self.metrics.weight_sync_seconds.observe(time.perf_counter() - started)
                 self.metrics.policy_version.set(engine.policy_version)
             for indices in self.chunks(len(prompts), params.n):
                 results += self._generate_locked([prompts[i] for i in indices], params)

@@ -36,7 +36,7 @@ from skillfactory.cluster.local import ClusterState
 from skillfactory.contracts.runspec_proto import run_spec_to_proto
 from skillfactory.runspec import parse_run_spec
 from skillfactory.serving.auth import bearer_metadata
-from skillfactory.v1 import learner_pb2, learner_pb2_grpc, run_pb2
+from skillfactory.v1 import learner_pb2, learner_pb2_grpc, rollout_pb2, rollout_pb2_grpc, run_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from support.letter_model import answer_letter_model  # noqa: E402
@@ -335,3 +335,70 @@ def test_status_and_watch_commands_read_the_local_cluster(
     assert "run SUCCEEDED" in watched.stdout
     status = cli("status", run_id, "--json")
     assert json.loads(status.stdout)["state"] == "SUCCEEDED"
+
+
+def call_every_rollout(cluster: ClusterState, generate: bool = True) -> None:
+    """A GetPolicyVersion and a Generate call to each rollout service, with the token (before
+    any run: GetPolicyVersion alone, as no model is loaded yet)."""
+    auth = bearer_metadata(Path(cluster.token_file).read_text().strip())
+    for name, process in cluster.processes.items():
+        if name.startswith("rollout"):
+            with grpc.insecure_channel(process.address) as channel:
+                stub = rollout_pb2_grpc.RolloutStub(channel)
+                version = stub.GetPolicyVersion(
+                    rollout_pb2.GetPolicyVersionRequest(), metadata=auth, timeout=30
+                )
+                if not generate:
+                    continue
+                assert version.policy_version >= 1  # caught up with the run's weights
+                request = rollout_pb2.GenerateRequest(
+                    prompts=["Which letter?"], n=2, apply_chat_template=True
+                )
+                request.sampling.max_tokens = 4
+                response = stub.Generate(request, metadata=auth, timeout=60)
+                assert len(response.results[0].completions) == 2
+
+
+def test_every_dashboard_panel_returns_data_from_prometheus_scraping_the_cluster(
+    cluster: ClusterState, letter_model: Path, tmp_path: Path
+) -> None:
+    """A real Prometheus scrapes every service of the cluster during a short run; then every
+    PromQL expression of every dashboard must return a finite sample."""
+    from support.prometheus import (
+        PrometheusServer,
+        dashboard_expressions,
+        has_finite_value,
+        load_dashboard,
+        prometheus_binary,
+    )
+
+    if prometheus_binary() is None:
+        pytest.skip("the prometheus binary is missing (scripts/install-os-packages.sh)")
+    dashboards = sorted(
+        (Path(__file__).resolve().parents[3] / "charts" / "dashboards").glob("*.json")
+    )
+    exprs = sorted({e for path in dashboards for e in dashboard_expressions(load_dashboard(path))})
+    targets = {
+        name: [url.removeprefix("http://").removesuffix("/metrics")]
+        for name, url in cluster.metrics_urls().items()
+    }
+    learner = Learner(cluster)
+    with PrometheusServer(targets) as prometheus:
+        prometheus.wait_for_targets_up()
+        call_every_rollout(cluster, generate=False)  # latency rates need calls at two scrapes
+        spec = run_spec("dashboards", letter_model, tmp_path, steps=12)
+        spec["stages"] = ["data", "grpo"]
+        spec["data"] = {
+            "task": "csqa",
+            "num_problems": 2,
+            "samples_per_variant": 1,
+            "reflections_per_sample": 1,
+            "sampling": {"max_tokens": 8},
+            "reflection_sampling": {"max_tokens": 8},
+        }
+        run_id = learner.submit(spec)
+        assert learner.wait_until_done(run_id).state == SUCCEEDED
+        call_every_rollout(cluster)  # the rollout RPC panels show clients' calls
+        results = prometheus.wait_for_data(exprs, timeout_s=30)
+    empty = [expr for expr, result in results.items() if not has_finite_value(result)]
+    assert not empty, f"{len(empty)} of {len(exprs)} expressions without data: {empty}"
