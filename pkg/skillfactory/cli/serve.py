@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -294,7 +295,7 @@ def serve_rollout(
             sampler_config,
             servicer,
             SamplerMetrics(server.metrics.registry),
-            name=f"rollout-{port or 'auto'}-{os.getpid()}",
+            name=f"rollout-{socket.gethostname()}-{os.getpid()}",
         )
     try:
         if pool is not None:
