@@ -206,6 +206,13 @@ def test_bad_requests_get_the_right_codes(
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "grpo.max_staleness" in details
 
+    oversized = spec_proto(tiny_model_dir, tmp_path / "runs")
+    oversized.name = "x" * (int(server.config.max_message_mb * 1024 * 1024) + 1)
+    code, details = code_of(
+        lambda: stub.SubmitRun(learner_pb2.SubmitRunRequest(spec=oversized), metadata=AUTH)
+    )
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
+
     listing = learner_pb2.ListRunsRequest()
     assert code_of(lambda: stub.ListRuns(listing))[0] == grpc.StatusCode.UNAUTHENTICATED
     wrong = bearer_metadata("not-the-token")
