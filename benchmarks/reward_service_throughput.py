@@ -2,27 +2,39 @@
 grader rate measured in the same run on the same answers.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/reward_service_throughput.py \
-        [--answers 100000] [--batch 1000] [--concurrency 1 2] [--rounds 3]
+        [--answers 100000] [--batch 1000] [--concurrency 1 2] [--formats groups inline] [--rounds 3]
 
 The server is a real `skillfactory serve reward` process on loopback (plaintext, no token, metrics
 off); the client runs in this process. Requests are serialized before the clock starts (the client
 sends bytes and keeps the raw responses, parsed and checked after the clock stops), so the
 numbers measure the service: transport, parsing the request, grading, serializing the response.
 
-Answers: groups of `--group-size` responses to one problem (as GRPO samples them; the service
-reads each distinct problem of a batch once) over countdown-4, multiplication-3 and gsm8k, each
-response the reference answer or a wrong one at random, wrapped in ~200 characters of reasoning
-and an `<answer>` tag. Rows:
+Answers: groups of `--group-size` responses to one problem (as GRPO samples them) over
+countdown-4, multiplication-3 and gsm8k, each response the reference answer or a wrong one at
+random, wrapped in ~200 characters of reasoning and an `<answer>` tag. Request formats:
+
+- `groups`: each group's responses and its problem, sent once, in a `ScoreGroup`
+  (`skillfactory.serving.reward.score_request`);
+- `inline`: every item carries its problem (the service still reads each distinct problem of a
+  batch once, keyed by its serialized bytes).
+
+Rows:
 
 - in-process `grade`: `skillfactory.tasks.grade(task, problem, response)` on library objects —
   the grader rate the service is compared with;
-- in-process `score`: the servicer's function on the protobuf request (adds proto → problem);
-- gRPC, N in flight: the service, with N requests outstanding at a time.
+- in-process `score (FORMAT)`: the servicer's function on the parsed protobuf request (adds
+  proto → problem and building the response);
+- gRPC, FORMAT, N in flight: the service, with N requests outstanding at a time.
+
+Every round measures every row once, interleaved (a busy moment on shared cores hits all rows
+alike); a row's share is the median over rounds of its rate over that round's `grade` rate. Every
+reward of every response is checked against the library grader's verdict.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -34,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from skillfactory.serving.reward import score
+from skillfactory.serving.reward import score, score_request
 from skillfactory.tasks import Problem, get_task, grade
 from skillfactory.v1 import data_pb2, reward_pb2
 
@@ -67,12 +79,28 @@ def _wrong(problem: Problem) -> str:
     return "12345"
 
 
-def to_item(problem: Problem, response: str) -> reward_pb2.ScoreItem:
+def to_proto(problem: Problem) -> data_pb2.Problem:
     message = data_pb2.Problem(
         id=problem.id, task=problem.task, question=problem.question, answer=problem.answer
     )
     message.data.update(problem.data)
-    return reward_pb2.ScoreItem(problem=message, response=response)
+    return message
+
+
+def inline_request(pairs: list[tuple[Problem, str]]) -> reward_pb2.ScoreRequest:
+    """Every item carries its problem (the only format before `ScoreGroup`)."""
+    items = [reward_pb2.ScoreItem(problem=to_proto(p), response=r) for p, r in pairs]
+    return reward_pb2.ScoreRequest(items=items)
+
+
+def groups_request(pairs: list[tuple[Problem, str]]) -> reward_pb2.ScoreRequest:
+    """Each run of responses to one problem (a group, or the part of it in this batch) is one
+    `ScoreGroup`: the problem is sent once."""
+    runs = itertools.groupby(pairs, key=lambda pair: pair[0])
+    return score_request((to_proto(p), [r for _, r in run]) for p, run in runs)
+
+
+FORMATS = {"groups": groups_request, "inline": inline_request}
 
 
 def in_process_grade_rate(
@@ -110,9 +138,9 @@ def start_server(max_message_mb: int) -> tuple[subprocess.Popen[str], str]:
 
 def grpc_rate(
     address: str, payloads: list[bytes], answers: int, batch: int, in_flight: int, max_mb: int
-) -> tuple[float, list[int]]:
+) -> tuple[float, list[list[bool]]]:
     """Answers/s sending `answers // batch` requests (cycling `payloads`), `in_flight` at a time;
-    and the number of correct rewards per request (checked after the clock stops)."""
+    and the verdicts of every request (checked after the clock stops)."""
     limit = max_mb * 1024 * 1024
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
     with grpc.insecure_channel(address, options=options) as channel:
@@ -126,7 +154,7 @@ def grpc_rate(
     responses = [reward_pb2.ScoreResponse.FromString(r) for r in raw]
     assert sum(len(r.rewards) for r in responses) == len(requests) * batch
     assert not any(reward.error for r in responses for reward in r.rewards)
-    return len(requests) * batch / seconds, [sum(w.correct for w in r.rewards) for r in responses]
+    return len(requests) * batch / seconds, [[w.correct for w in r.rewards] for r in responses]
 
 
 def main() -> None:
@@ -136,35 +164,39 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=20, help="distinct batches, cycled")
     parser.add_argument("--group-size", type=int, default=8, help="responses per problem")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--formats", nargs="+", choices=FORMATS, default=list(FORMATS), help="request formats"
+    )
     parser.add_argument("--max-message-mb", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="measurements of every path")
     args = parser.parse_args()
 
     pairs = answer_pairs(args.batch * args.distinct, args.group_size)
     batches = [pairs[i : i + args.batch] for i in range(0, len(pairs), args.batch)]
-    requests = [reward_pb2.ScoreRequest(items=[to_item(*pair) for pair in b]) for b in batches]
-    payloads = [request.SerializeToString() for request in requests]
+    requests = {name: [FORMATS[name](b) for b in batches] for name in args.formats}
+    payloads = {name: [r.SerializeToString() for r in rs] for name, rs in requests.items()}
 
     _, verdicts = in_process_grade_rate(pairs, 0)  # one pass: the verdicts, and a warm-up
-    batch_correct = [sum(verdicts[i : i + args.batch]) for i in range(0, len(pairs), args.batch)]
-    paths = ["in-process grade", "in-process score (proto)"]
-    paths += [f"gRPC, {n} in flight" for n in args.concurrency]
+    batch_verdicts = [verdicts[i : i + args.batch] for i in range(0, len(pairs), args.batch)]
+    paths = ["in-process grade"] + [f"in-process score ({name})" for name in args.formats]
+    paths += [f"gRPC, {name}, {n} in flight" for name in args.formats for n in args.concurrency]
     rates: dict[str, list[float]] = {path: [] for path in paths}
     shares: dict[str, list[float]] = {path: [] for path in paths}
+    load_before = os.getloadavg()
     process, address = start_server(args.max_message_mb)
     try:
         for _ in range(args.rounds):  # interleaved, so a busy moment hits every path alike
-            round_rates = [
-                in_process_grade_rate(pairs, args.answers)[0],
-                in_process_score_rate(requests, args.answers),
-            ]
-            for in_flight in args.concurrency:
-                rate, correct = grpc_rate(
-                    address, payloads, args.answers, args.batch, in_flight, args.max_message_mb
-                )
-                expected = [batch_correct[i % len(payloads)] for i in range(len(correct))]
-                assert correct == expected, "the service and the library grader disagree"
-                round_rates.append(rate)
+            round_rates = [in_process_grade_rate(pairs, args.answers)[0]]
+            round_rates += [in_process_score_rate(requests[f], args.answers) for f in args.formats]
+            for name in args.formats:
+                for in_flight in args.concurrency:
+                    rate, got = grpc_rate(
+                        address, payloads[name], args.answers, args.batch, in_flight,
+                        args.max_message_mb,
+                    )  # fmt: skip
+                    expected = [batch_verdicts[i % len(batches)] for i in range(len(got))]
+                    assert got == expected, "the service and the library grader disagree"
+                    round_rates.append(rate)
             for path, rate in zip(paths, round_rates, strict=True):
                 rates[path].append(rate)
                 shares[path].append(rate / round_rates[0])
@@ -172,8 +204,11 @@ def main() -> None:
         process.terminate()
         process.wait(timeout=60)
 
-    print(f"payload: {args.batch} answers = {len(payloads[0]) / 1024:.0f} KiB per request; "
+    sizes = ", ".join(f"{name} {len(p[0]) / 1024:.0f} KiB" for name, p in payloads.items())
+    print(f"payload per request of {args.batch} answers: {sizes}; "
           f"{args.answers:,} answers per path per round, {args.rounds} rounds")  # fmt: skip
+    load = "load average (1, 5, 15 min) {:.2f} / {:.2f} / {:.2f}"
+    print(f"{load.format(*load_before)} before, {load.format(*os.getloadavg())} after")
     print("| path | answers/s (median) | min–max | vs in-process grade (median of rounds) |")
     print("|---|---:|---:|---:|")
     for path in paths:

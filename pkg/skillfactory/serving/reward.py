@@ -1,22 +1,27 @@
 """The reward service: batch scoring of responses with the task graders.
 
-`Score` grades every item of a batch with `skillfactory.tasks.grade` and answers one `Reward` per
-item, in order. An item that cannot be graded (no task, unknown task, a problem missing a field its
-grader needs) gets `error` set and value 0; the batch never fails for it. Graders parse model text
-with bounded, non-evaluating parsers: nothing a model writes is executed.
+A `Score` request holds items (a response with its problem) and groups (responses to one problem,
+as GRPO samples them: the problem is sent, and read, once for the group; `score_request` builds
+such a request). Every response is graded with `skillfactory.tasks.grade`; the answer holds one
+`Reward` per record: the items in order, then each group's responses in order. A record that
+cannot be graded (no task, unknown task, a problem missing a field its grader needs) gets `error`
+set and value 0, and a group whose problem cannot be read gets it for each response; the batch
+never fails for it. Graders parse model text with bounded, non-evaluating parsers: nothing a
+model writes is executed.
 
 Series added to the server's registry:
 
-- `skillfactory_reward_answers_graded_total{task}` — items graded (errors excluded);
+- `skillfactory_reward_answers_graded_total{task}` — records graded (errors excluded);
 - `skillfactory_reward_answers_correct_total{task}` — of which correct (reward mean = ratio);
-- `skillfactory_reward_record_errors_total{reason}` — items answered with an error;
-- `skillfactory_reward_batch_items` — histogram of items per request.
+- `skillfactory_reward_record_errors_total{reason}` — records answered with an error;
+- `skillfactory_reward_batch_items` — histogram of records (items and group responses) per request.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter as Tally
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +31,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from skillfactory.serving.logs import bind_run_id
 from skillfactory.serving.server import ServiceServer, ServingConfig
-from skillfactory.tasks import Problem, ProblemFieldError, Task, UnknownTaskError, get_task, grade
+from skillfactory.tasks import (
+    Problem,
+    ProblemFieldError,
+    Task,
+    UnknownTaskError,
+    get_task,
+    grade,
+)
 from skillfactory.v1 import data_pb2, reward_pb2, reward_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -124,8 +136,9 @@ def _task_of(name: str) -> Task:
 
 
 class ProblemCache:
-    """Problems of one batch by their serialized form: a batch usually holds a whole group (G
-    responses to one problem), and reading a Struct costs more than grading an answer."""
+    """Problems of one batch's items by their serialized form: items sent one by one may still hold
+    whole groups (G responses to one problem), and reading a Struct costs more than grading an
+    answer."""
 
     def __init__(self) -> None:
         self._problems: dict[bytes, Problem] = {}
@@ -138,56 +151,112 @@ class ProblemCache:
         return problem
 
 
-def score_item(
-    item: reward_pb2.ScoreItem,
-    tally: BatchTally,
-    problems: ProblemCache | None = None,
-    reward: data_pb2.Reward | None = None,
-) -> data_pb2.Reward:
-    """The reward of one item (filled into `reward` when given); never raises."""
-    if reward is None:
-        reward = data_pb2.Reward()
-    message = item.problem
-    try:
-        task = _task_of(message.task)
-        problem = problems.get(message) if problems is not None else problem_from_proto(message)
-        result = grade(task, problem, item.response)
-    except RecordError as error:
-        tally.errors[error.reason] += 1
-        reward.error = str(error)
-    except ProblemFieldError as error:
-        tally.errors["missing_field"] += 1
-        reward.error = f"problem {error}"
-    except Exception as error:  # a grader bug must cost one record, not the batch
-        log.exception("grader failed", extra={"task": message.task})
-        tally.errors["grader_error"] += 1
-        reward.error = f"grader failed: {type(error).__name__}"
-    else:
-        tally.graded[task.name] += 1
-        if result.correct:
-            tally.correct[task.name] += 1
-            reward.value, reward.correct = 1.0, True
-        if result.answer is not None:
-            reward.answer = result.answer
-    return reward
+def _error_of(error: Exception, task: str) -> tuple[str, str]:
+    """The metric reason and the record's error message of a record that cannot be graded."""
+    if isinstance(error, RecordError):
+        return error.reason, str(error)
+    if isinstance(error, ProblemFieldError):
+        return "missing_field", f"problem {error}"
+    # A grader bug (or an unreadable problem) must cost its records, not the batch.
+    log.error("grader failed", exc_info=error, extra={"task": task})
+    return "grader_error", f"grader failed: {type(error).__name__}"
+
+
+class _Batch:
+    """The response of one request, built record by record, and its counts."""
+
+    def __init__(self) -> None:
+        self.response = reward_pb2.ScoreResponse()
+        self.tally = BatchTally.empty()
+        self.graded: list[str] = []  # task names, counted once at the end (cheaper than per item)
+        self.correct: list[str] = []
+
+    def fail(self, error: Exception, task: str, records: int = 1) -> None:
+        """Answers `records` records with the error."""
+        reason, message = _error_of(error, task)
+        self.tally.errors[reason] += records
+        add_reward = self.response.rewards.add
+        for _ in range(records):
+            add_reward(error=message)
+
+    def items(self, items: Iterable[reward_pb2.ScoreItem]) -> None:
+        problems = ProblemCache()
+        graded, correct = self.graded, self.correct
+        add_reward = self.response.rewards.add
+        for item in items:
+            message = item.problem
+            try:
+                task = _task_of(message.task)
+                result = grade(task, problems.get(message), item.response)
+            except Exception as error:
+                self.fail(error, message.task)
+                continue
+            reward = add_reward()
+            graded.append(task.name)
+            if result.correct:
+                correct.append(task.name)
+                reward.value, reward.correct = 1.0, True
+            if result.answer is not None:
+                reward.answer = result.answer
+
+    def group(self, group: reward_pb2.ScoreGroup) -> None:
+        message = group.problem
+        try:
+            task, problem = _task_of(message.task), problem_from_proto(message)
+        except Exception as error:
+            self.fail(error, message.task, len(group.responses))
+            return
+        # The hot path of the service.
+        name, graded, correct = task.name, self.graded, self.correct
+        add_reward = self.response.rewards.add
+        for text in group.responses:
+            try:
+                result = grade(task, problem, text)
+            except Exception as error:
+                self.fail(error, name)
+                continue
+            reward = add_reward()
+            graded.append(name)
+            if result.correct:
+                correct.append(name)
+                reward.value, reward.correct = 1.0, True
+            if result.answer is not None:
+                reward.answer = result.answer
+
+    def finish(self) -> BatchTally:
+        self.tally.graded.update(self.graded)
+        self.tally.correct.update(self.correct)
+        return self.tally
 
 
 def score(
     request: reward_pb2.ScoreRequest, metrics: RewardMetrics | None = None
 ) -> reward_pb2.ScoreResponse:
-    """One reward per item of `request`, in order."""
-    tally = BatchTally.empty()
-    problems = ProblemCache()
-    response = reward_pb2.ScoreResponse()
-    add_reward = response.rewards.add
-    for item in request.items:
-        score_item(item, tally, problems, add_reward())
+    """One reward per item of `request`, in order, then one per response of each group; a record
+    that cannot be graded gets `error` set (never an exception)."""
+    batch = _Batch()
+    batch.items(request.items)
+    for group in request.groups:
+        batch.group(group)
+    tally = batch.finish()
+    records = len(batch.response.rewards)
     if metrics is not None:
-        _record(metrics, tally, len(request.items))
+        _record(metrics, tally, records)
     errors = sum(tally.errors.values())
     if errors:
-        log.info("batch with record errors", extra={"items": len(request.items), "errors": errors})
-    return response
+        log.info("batch with record errors", extra={"items": records, "errors": errors})
+    return batch.response
+
+
+def score_request(
+    groups: Iterable[tuple[data_pb2.Problem, Iterable[str]]],
+) -> reward_pb2.ScoreRequest:
+    """A request grading each group's responses against its problem, sent once per group."""
+    request = reward_pb2.ScoreRequest()
+    add_group = request.groups.add
+    for problem, responses in groups:
+        add_group(problem=problem, responses=responses)
+    return request
 
 
 def _record(metrics: RewardMetrics, tally: BatchTally, items: int) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from skillfactory.v1 import data_pb2 as skillfactory_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cskillfactory/v1/reward.proto\x12\x0fskillfactory.v1\x1a\x1askillfactory/v1/data.proto\"v\n\tScoreItem\x12)\n\x07problem\x18\x01 \x01(\x0b\x32\x18.skillfactory.v1.Problem\x12\x10\n\x08response\x18\x02 \x01(\t\x12\x1a\n\rproblem_index\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x10\n\x0e_problem_index\"e\n\x0cScoreRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.skillfactory.v1.ScoreItem\x12*\n\x08problems\x18\x02 \x03(\x0b\x32\x18.skillfactory.v1.Problem\"9\n\rScoreResponse\x12(\n\x07rewards\x18\x01 \x03(\x0b\x32\x17.skillfactory.v1.Reward2W\n\rRewardService\x12\x46\n\x05Score\x12\x1d.skillfactory.v1.ScoreRequest\x1a\x1e.skillfactory.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cskillfactory/v1/reward.proto\x12\x0fskillfactory.v1\x1a\x1askillfactory/v1/data.proto\"H\n\tScoreItem\x12)\n\x07problem\x18\x01 \x01(\x0b\x32\x18.skillfactory.v1.Problem\x12\x10\n\x08response\x18\x02 \x01(\t\"J\n\nScoreGroup\x12)\n\x07problem\x18\x01 \x01(\x0b\x32\x18.skillfactory.v1.Problem\x12\x11\n\tresponses\x18\x02 \x03(\t\"f\n\x0cScoreRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.skillfactory.v1.ScoreItem\x12+\n\x06groups\x18\x02 \x03(\x0b\x32\x1b.skillfactory.v1.ScoreGroup\"9\n\rScoreResponse\x12(\n\x07rewards\x18\x01 \x03(\x0b\x32\x17.skillfactory.v1.Reward2W\n\rRewardService\x12\x46\n\x05Score\x12\x1d.skillfactory.v1.ScoreRequest\x1a\x1e.skillfactory.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skillfactory.v1.reward_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCOREITEM']._serialized_start=77
-  _globals['_SCOREITEM']._serialized_end=195
-  _globals['_SCOREREQUEST']._serialized_start=197
-  _globals['_SCOREREQUEST']._serialized_end=298
-  _globals['_SCORERESPONSE']._serialized_start=300
-  _globals['_SCORERESPONSE']._serialized_end=357
-  _globals['_REWARDSERVICE']._serialized_start=359
-  _globals['_REWARDSERVICE']._serialized_end=446
+  _globals['_SCOREITEM']._serialized_end=149
+  _globals['_SCOREGROUP']._serialized_start=151
+  _globals['_SCOREGROUP']._serialized_end=225
+  _globals['_SCOREREQUEST']._serialized_start=227
+  _globals['_SCOREREQUEST']._serialized_end=329
+  _globals['_SCORERESPONSE']._serialized_start=331
+  _globals['_SCORERESPONSE']._serialized_end=388
+  _globals['_REWARDSERVICE']._serialized_start=390
+  _globals['_REWARDSERVICE']._serialized_end=477
 # @@protoc_insertion_point(module_scope)

@@ -8,22 +8,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScoreItem(_message.Message):
-    __slots__ = ("problem", "response", "problem_index")
+    __slots__ = ("problem", "response")
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
-    PROBLEM_INDEX_FIELD_NUMBER: _ClassVar[int]
     problem: _data_pb2.Problem
     response: str
-    problem_index: int
-    def __init__(self, problem: _Optional[_Union[_data_pb2.Problem, _Mapping]] = ..., response: _Optional[str] = ..., problem_index: _Optional[int] = ...) -> None: ...
+    def __init__(self, problem: _Optional[_Union[_data_pb2.Problem, _Mapping]] = ..., response: _Optional[str] = ...) -> None: ...
+
+class ScoreGroup(_message.Message):
+    __slots__ = ("problem", "responses")
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    problem: _data_pb2.Problem
+    responses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, problem: _Optional[_Union[_data_pb2.Problem, _Mapping]] = ..., responses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("items", "problems")
+    __slots__ = ("items", "groups")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
-    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoreItem]
-    problems: _containers.RepeatedCompositeFieldContainer[_data_pb2.Problem]
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., problems: _Optional[_Iterable[_Union[_data_pb2.Problem, _Mapping]]] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[ScoreGroup]
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[ScoreGroup, _Mapping]]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("rewards",)

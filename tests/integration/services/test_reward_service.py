@@ -289,3 +289,71 @@ def test_problems_sharing_an_id_but_not_their_data_are_graded_apart() -> None:
     items = [reward_pb2.ScoreItem(problem=p, response=response) for p in (first, second, first)]
     rewards = score(reward_pb2.ScoreRequest(items=items)).rewards
     assert [r.value for r in rewards] == [1, 0, 1]
+
+
+def test_groups_are_graded_like_items_and_answered_after_them(
+    start_reward_server: StartServer,
+) -> None:
+    from skillfactory.serving.reward import score_request
+
+    countdown, multiplication = (
+        problem_proto(get_task(name).problems(1, seed=2)[0])
+        for name in ("countdown-4", "multiplication-2")
+    )
+    groups = [
+        (countdown, [f"<answer>{countdown.answer}</answer>", "<answer>1 + 2</answer>", "none"]),
+        (multiplication, ["<answer>0</answer>", f"x <answer>{multiplication.answer}</answer>"]),
+    ]
+    request = score_request(groups)
+    assert [len(group.responses) for group in request.groups] == [3, 2]
+    request.items.add(problem=countdown, response=f"<answer>{countdown.answer}</answer>")
+    request.items.add(problem=multiplication, response="<answer>1</answer>")
+    inline = reward_pb2.ScoreRequest(
+        items=[
+            reward_pb2.ScoreItem(problem=problem, response=response)
+            for problem, responses in groups
+            for response in responses
+        ]
+    )
+    stub = reward_stub(start_reward_server().address)
+
+    rewards = stub.Score(request, timeout=10).rewards
+
+    assert [r.value for r in rewards] == [1, 0] + [1, 0, 0, 0, 1]  # items first, then groups
+    assert not any(r.error for r in rewards)
+    assert list(rewards)[2:] == list(stub.Score(inline, timeout=10).rewards)
+    assert not rewards[4].HasField("answer") and rewards[5].answer == "0"
+
+
+def test_a_group_with_a_bad_problem_gets_an_error_per_response(
+    start_reward_server: StartServer,
+) -> None:
+    server = start_reward_server()
+    good = problem_proto(get_task("countdown-3").problems(1)[0])
+    right = f"<answer>{good.answer}</answer>"
+    request = reward_pb2.ScoreRequest()
+    request.groups.add(problem=good, responses=[right, "<answer>1 + 2</answer>"])
+    request.groups.add(problem=data_pb2.Problem(task="no-such-task"), responses=[right] * 3)
+    request.groups.add(problem=data_pb2.Problem(id="no task"), responses=[right])
+    request.groups.add(problem=data_pb2.Problem(task="countdown-3", id="no numbers"))
+    request.groups[-1].responses.extend(["<answer>1 + 2</answer>", "no answer"])
+    request.groups.add(problem=good)  # no responses: no rewards
+    request.groups.add(problem=good, responses=[right])
+
+    rewards = reward_stub(server.address).Score(request, timeout=10).rewards
+
+    assert [r.value for r in rewards] == [1, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert [bool(r.error) for r in rewards] == [False] * 2 + [True] * 5 + [False] * 2
+    assert all("unknown task 'no-such-task'" in r.error for r in rewards[2:5])
+    assert "problem has no task" in rewards[5].error
+    assert "numbers" in rewards[6].error
+    assert not rewards[7].HasField("answer")  # no answer: wrong, the grader needs no numbers
+    assert server.metrics_url is not None
+    samples = _scrape(server.metrics_url)
+    errors = "skillfactory_reward_record_errors_total"
+    assert samples[(errors, (("reason", "unknown_task"),))] == 3
+    assert samples[(errors, (("reason", "missing_field"),))] == 2
+    graded = ("skillfactory_reward_answers_graded_total", (("task", "countdown-3"),))
+    assert samples[graded] == 4
+    assert samples[("skillfactory_reward_answers_correct_total", (("task", "countdown-3"),))] == 2
+    assert samples[("skillfactory_reward_batch_items_sum", ())] == 9
