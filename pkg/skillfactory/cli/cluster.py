@@ -35,6 +35,9 @@ def up(
     model: Annotated[
         str, typer.Option(help="Model the rollout services load at start ('' = on demand).")
     ] = "",
+    learner_procs: Annotated[
+        int, typer.Option(min=1, help="Learner processes (torchrun): SFT and GRPO train on all.")
+    ] = 1,
     simulated_token_delay_ms: Annotated[
         float,
         typer.Option(
@@ -53,6 +56,7 @@ def up(
         threads=threads,
         model=model,
         simulated_token_delay_ms=simulated_token_delay_ms,
+        learner_procs=learner_procs,
     )
     try:
         state = start(config)

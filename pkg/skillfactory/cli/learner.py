@@ -98,10 +98,21 @@ def serve_learner(
     log_level: LogLevelOption = "info",
 ) -> None:
     """Serve the learner API; runs execute one at a time. With --redis-url, GRPO samples with the
-    rollout services' sampler workers over that queue; otherwise everything runs here."""
+    rollout services' sampler workers over that queue; otherwise everything runs here. Under
+    torchrun, rank 0 serves and the other ranks follow it through SFT and the GRPO learner
+    (FSDP2): `torchrun --nproc-per-node N -m skillfactory.cli learner serve …`."""
     from skillfactory.runspec import RedisQueueSpec
     from skillfactory.serving.learner_api import setup_learner_server
     from skillfactory.stages.rollouts import Cluster
+    from skillfactory.train.ranks import follow, join_ranks
+
+    ranks = join_ranks()
+    if ranks is not None and not ranks.leads:
+        from skillfactory.serving.logs import setup_logging
+
+        setup_logging(f"learner-rank{ranks.rank}", log_level)
+        follow(ranks)
+        return
 
     config = server_config_or_exit(
         "learner",
@@ -133,7 +144,11 @@ def serve_learner(
     except (ValueError, OSError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_INVALID) from None
-    serve_until_signal(server, "learner", state_dir=str(state_dir))
+    try:
+        serve_until_signal(server, "learner", state_dir=str(state_dir))
+    finally:
+        if ranks is not None:
+            ranks.tell("shutdown")
 
 
 # clients -------------------------------------------------------------------------------------

@@ -69,6 +69,8 @@ class ClusterConfig:
     simulated_token_delay_ms: float = 0.0
     """SIMULATION (benchmarks, fault tests): rollout engine calls last at least this many ms
     per decode step."""
+    learner_procs: int = 1
+    """Processes of the learner (torchrun on this machine: SFT and GRPO train on all of them)."""
 
 
 @dataclass
@@ -176,7 +178,7 @@ class Supervisor:
             ServiceSpec(
                 "learner",
                 [
-                    *cli,
+                    *self.learner_launcher(),
                     "learner",
                     "serve",
                     "--state-dir",
@@ -217,6 +219,24 @@ class Supervisor:
                 )
             )
         return services
+
+    def learner_launcher(self) -> list[str]:
+        """`python -m skillfactory.cli`, under torchrun when the learner has several processes."""
+        if self.config.learner_procs <= 1:
+            return [sys.executable, "-m", "skillfactory.cli"]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(self.config.learner_procs),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(free_port()),
+            "-m",
+            "skillfactory.cli",
+        ]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -363,6 +383,8 @@ def up(config: ClusterConfig, timeout_s: float = 600.0) -> ClusterState:
         args += ["--model", config.model]
     if config.simulated_token_delay_ms > 0:
         args += ["--simulated-token-delay-ms", str(config.simulated_token_delay_ms)]
+    if config.learner_procs > 1:
+        args += ["--learner-procs", str(config.learner_procs)]
     log = (folder / "supervisor.log").open("ab")
     process = subprocess.Popen(
         args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True

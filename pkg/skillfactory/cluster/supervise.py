@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="")
     parser.add_argument("--grace-s", type=float, default=30.0)
     parser.add_argument("--simulated-token-delay-ms", type=float, default=0.0)
+    parser.add_argument("--learner-procs", type=int, default=1)
     args = parser.parse_args(argv)
     config = ClusterConfig(
         dir=args.dir,
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model,
         grace_s=args.grace_s,
         simulated_token_delay_ms=args.simulated_token_delay_ms,
+        learner_procs=args.learner_procs,
     )
     return supervise(config)
 

@@ -30,6 +30,7 @@ from skillfactory.runspec import RunSpec
 from skillfactory.stages.data import derived_seed
 from skillfactory.stages.rollouts import Cluster, EmbeddedRollouts, RemoteRollouts, Rollouts
 from skillfactory.tasks import get_task
+from skillfactory.train.ranks import LeaderLearner, leader
 from skillfactory.train.sampler import (
     GROUPS_STREAM,
     PromptStream,
@@ -174,7 +175,12 @@ class GRPOStage:
         spec = self.spec.grpo
         started = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
+        ranks = leader()
+        if ranks is not None:
+            ranks.tell("grpo", self.spec.model_dump_json(), self.model_path, str(self.out))
         learner = self.build_learner()
+        if ranks is not None:
+            learner = LeaderLearner(learner, ranks, self.spec.name)
         resumed_from = learner.version
         rolled_back = keep_steps_up_to(self.out / STEPS_FILE, learner.version)
         problems = self.task.problems(spec.num_problems, seed=self.seed)
@@ -268,12 +274,15 @@ class GRPOStage:
                         unacked = []
                     if on_step is not None:
                         on_step(record)
+            final_weights = learner.weights()
         finally:
             admission.close()
             rollouts.close()
             steps_log.close()
             set_threads(restore_threads)
-        learner.model.save_pretrained(self.out / "model")
+            if ranks is not None:
+                ranks.tell("end")
+        learner.model.save_pretrained(self.out / "model", state_dict=final_weights)
         self.tokenizer.save_pretrained(self.out / "model")
         summary = {
             "steps": learner.version,
@@ -283,6 +292,7 @@ class GRPOStage:
             "duplicate_groups": self.duplicates,
             "learner_wait_seconds": round(wait_seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
+            "learner_ranks": learner.world_size,
             **{k: v for k, v in asdict(learner.counters).items() if k != "done_prompts"},
         }
         (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

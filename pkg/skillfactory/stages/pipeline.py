@@ -24,6 +24,7 @@ from skillfactory.engines.base import Engine
 from skillfactory.engines.setup import engine_batch_rows, spec_engine_factory
 from skillfactory.runspec import RunSpec, Stage
 from skillfactory.stages.rollouts import Cluster
+from skillfactory.train.ranks import leader
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 """Called with (stage, event) as stages start, progress and finish."""
@@ -141,9 +142,11 @@ class Pipeline:
             result: dict[str, Any] = json.loads((out / RESULT_FILE).read_text())
             result["reused"] = True
         else:
-            result = run_sft(
-                self.spec.sft, self.models["base"], self.sft_dataset(), out, self.spec.seed
-            ).to_dict()
+            arguments = (self.models["base"], str(self.sft_dataset()), str(out), self.spec.seed)
+            ranks = leader()
+            if ranks is not None:  # every rank of a torchrun learner trains its share
+                ranks.tell("sft", self.spec.sft.model_dump_json(), *arguments)
+            result = run_sft(self.spec.sft, *arguments).to_dict()
         self.models["sft"] = str(out / MODEL_DIR)
         return result
 

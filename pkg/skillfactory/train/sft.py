@@ -135,8 +135,10 @@ def run_sft(
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
     model_dir = out / MODEL_DIR
-    trainer.save_model(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
+    trainer.save_model(str(model_dir))  # the main process writes (TRL/accelerate)
+    main_process = trainer.args.process_index == 0
+    if main_process:
+        tokenizer.save_pretrained(str(model_dir))
     result = SFTResult(
         model_dir=str(model_dir),
         examples=len(pairs),
@@ -145,5 +147,6 @@ def run_sft(
         seconds=time.perf_counter() - started,
         resumed_from=resume,
     )
-    (out / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if main_process:
+        (out / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result

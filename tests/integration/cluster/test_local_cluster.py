@@ -402,3 +402,39 @@ def test_every_dashboard_panel_returns_data_from_prometheus_scraping_the_cluster
         results = prometheus.wait_for_data(exprs, timeout_s=30)
     empty = [expr for expr, result in results.items() if not has_finite_value(result)]
     assert not empty, f"{len(empty)} of {len(exprs)} expressions without data: {empty}"
+
+
+def test_a_learner_of_two_torchrun_processes_trains_sft_and_grpo_on_both(
+    letter_model: Path, tmp_path: Path
+) -> None:
+    """`up --learner-procs 2`: rank 0 serves the API, rank 1 follows it; SFT splits the examples
+    between the ranks (3 steps for 5 chats at batch 1) and GRPO trains FSDP2-sharded on both."""
+    folder = tmp_path / "cluster"
+    started = subprocess.run(
+        [*CLI, "up", "--dir", str(folder), "--samplers", "1", "--learner-procs", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        learner = Learner(ClusterState.load(folder))
+        spec = run_spec("ranks", letter_model, tmp_path, steps=4)
+        spec["stages"] = ["sft", "grpo"]
+        spec["sft"] = {
+            "dataset": str(letter_chats(tmp_path / "chats.jsonl")),
+            "num_epochs": 1,
+            "learning_rate": 1e-5,
+            "max_length": 256,
+        }
+        status = learner.wait_until_done(learner.submit(spec))
+        assert status.state == SUCCEEDED, status.message
+    finally:
+        subprocess.run([*CLI, "down", "--dir", str(folder)], capture_output=True, timeout=180)
+    sft = json.loads((tmp_path / "ranks" / "sft" / "sft.json").read_text())
+    assert sft["examples"] == 5 and sft["steps"] == 3
+    summary = json.loads((tmp_path / "ranks" / "grpo" / "summary.json").read_text())
+    assert summary["learner_ranks"] == 2
+    assert_every_prompt_trained_once(kept_steps(tmp_path, "ranks"), 4, 2)
+    assert (tmp_path / "ranks" / "grpo" / "model" / "model.safetensors").exists()
