@@ -170,3 +170,48 @@ app.kubernetes.io/part-of: skillfactory-monitoring
 - --claim-idle-ms={{ .Values.queue.claimIdleMs }}
 - --stream-prefix={{ .Values.queue.streamPrefix }}
 {{- end }}
+
+{{/* Multi-process learner (learner.nodes × learner.procsPerNode > 1): every pod runs torchrun. */}}
+{{- define "sf.learnerMulti" -}}
+{{- if gt (mul (int .Values.learner.nodes) (int .Values.learner.procsPerNode)) 1 }}true{{ end }}
+{{- end }}
+
+{{/* Pod 0's stable DNS name through the headless Service (published before it is ready):
+     torchrun's master address, where node 0's rendezvous store listens. */}}
+{{- define "sf.learnerMaster" -}}
+{{- $fullname := include "sf.fullname" . -}}
+{{- printf "%s-learner-0.%s-learner-headless.%s.svc" $fullname $fullname .Release.Namespace }}
+{{- end }}
+
+{{/* The learner container's shell wrapper under torchrun (`sh -c SCRIPT torchrun ARGS...`): the
+     node rank is the pod's ordinal, parsed from its name (POD_NAME, downward API), which every
+     Kubernetes version gives StatefulSet pods (the apps.kubernetes.io/pod-index label needs
+     1.28+ and the PodIndexLabel gate, beta until 1.32). The CLI arguments follow as "$@". */}}
+{{- define "sf.learnerTorchrun" -}}
+{{- $v := .Values.learner -}}
+rank="${POD_NAME##*-}"
+case "$rank" in
+  ''|*[!0-9]*) echo "no StatefulSet ordinal in POD_NAME=$POD_NAME" >&2; exit 1 ;;
+esac
+exec python -m torch.distributed.run --nnodes={{ $v.nodes }} --nproc-per-node={{ $v.procsPerNode }} \
+  --node-rank="$rank" --master-addr={{ include "sf.learnerMaster" . }} \
+  --master-port={{ $v.rendezvousPort }} -m skillfactory.cli "$@"
+{{- end }}
+
+{{/* Probe of a multi-process learner pod: on pod 0 (rank 0 serves) gRPC health as the kubelet's
+     grpc probe would ask it; on the other pods, whose ranks serve nothing, success (a rank that
+     dies ends torchrun, hence the container). */}}
+{{- define "sf.learnerProbe" -}}
+case "${POD_NAME##*-}" in
+  0) exec python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; sys.exit(g.HealthStub(grpc.insecure_channel('127.0.0.1:{{ .Values.learner.port }}')).Check(h.HealthCheckRequest(), timeout=8).status != h.HealthCheckResponse.SERVING)" ;;
+  *) exit 0 ;;
+esac
+{{- end }}
+{{- define "sf.learnerProbeExec" -}}
+exec:
+  command:
+    - /bin/sh
+    - -c
+    - |
+      {{- include "sf.learnerProbe" . | nindent 6 }}
+{{- end }}

@@ -20,6 +20,12 @@ scrape_configs:
       - source_labels: [__meta_kubernetes_pod_container_port_name]
         regex: metrics
         action: keep
+      {{- if include "sf.learnerMulti" . }}
+      # Of a multi-process learner only pod 0 (rank 0) serves metrics.
+      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_component, __meta_kubernetes_pod_name]
+        regex: learner;.*-[1-9][0-9]*
+        action: drop
+      {{- end }}
       - source_labels: [__meta_kubernetes_namespace]
         target_label: namespace
       - source_labels: [__meta_kubernetes_pod_name]
