@@ -116,9 +116,12 @@ def in_process_grade_rate(
     return cycles * len(pairs) / (time.perf_counter() - start), verdicts
 
 
-def in_process_score_rate(requests: list[reward_pb2.ScoreRequest], answers: int) -> float:
-    """Answers/s of the servicer's `score` on parsed requests over `answers` answers."""
-    n_requests = max(1, answers // len(requests[0].items))
+def in_process_score_rate(
+    requests: list[reward_pb2.ScoreRequest], answers: int, batch: int
+) -> float:
+    """Answers/s of the servicer's `score` on parsed requests (of `batch` answers each) over
+    `answers` answers."""
+    n_requests = max(1, answers // batch)
     start = time.perf_counter()
     graded = sum(len(score(requests[i % len(requests)]).rewards) for i in range(n_requests))
     return graded / (time.perf_counter() - start)
@@ -187,7 +190,9 @@ def main() -> None:
     try:
         for _ in range(args.rounds):  # interleaved, so a busy moment hits every path alike
             round_rates = [in_process_grade_rate(pairs, args.answers)[0]]
-            round_rates += [in_process_score_rate(requests[f], args.answers) for f in args.formats]
+            round_rates += [
+                in_process_score_rate(requests[f], args.answers, args.batch) for f in args.formats
+            ]
             for name in args.formats:
                 for in_flight in args.concurrency:
                     rate, got = grpc_rate(
