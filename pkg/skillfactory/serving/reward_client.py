@@ -1,6 +1,7 @@
 """A client of the reward service, as the sampler workers' group scorer.
 
-One `Score` call grades every completion of a batch of groups. A record the service could not
+One `Score` call grades every completion of a batch of groups, each sent as a `ScoreGroup` (the
+problem once, then its responses). A record the service could not
 grade (its `error` is set) scores 0 and is logged; a failed call raises, so the sampler leaves its
 tasks pending and retries them.
 """
@@ -45,9 +46,9 @@ class RewardClient:
     def __call__(self, groups: Sequence[tuple[Problem, Sequence[Completion]]]) -> list[list[float]]:
         request = reward_pb2.ScoreRequest()
         for problem, completions in groups:
-            message = problem_to_proto(problem)
-            for completion in completions:
-                request.items.add(problem=message, response=completion.text)
+            request.groups.add(
+                problem=problem_to_proto(problem), responses=[c.text for c in completions]
+            )
         response = self.stub.Score(request, metadata=self.metadata, timeout=self.timeout_s)
         values = [reward.value for reward in response.rewards]
         errors = [reward.error for reward in response.rewards if reward.error]
@@ -55,8 +56,9 @@ class RewardClient:
             log.warning(
                 "ungradable records scored 0", extra={"errors": len(errors), "first": errors[0]}
             )
-        if len(values) != len(request.items):
-            raise RuntimeError(f"reward service answered {len(values)} of {len(request.items)}")
+        expected = sum(len(completions) for _, completions in groups)
+        if len(values) != expected:
+            raise RuntimeError(f"reward service answered {len(values)} of {expected}")
         rewards, start = [], 0
         for _, completions in groups:
             rewards.append(values[start : start + len(completions)])
