@@ -2,7 +2,8 @@
 grader rate measured in the same run on the same answers.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/reward_service_throughput.py \
-        [--answers 100000] [--batch 1000] [--concurrency 1 2] [--formats groups inline] [--rounds 3]
+        [--answers 100000] [--batch 1000] [--concurrency 1 2] [--formats groups inline] \
+        [--rounds 3] [--slices 5]
 
 The server is a real `skillfactory serve reward` process on loopback (plaintext, no token, metrics
 off); the client runs in this process. Requests are serialized before the clock starts (the client
@@ -26,9 +27,11 @@ Rows:
   proto → problem and building the response);
 - gRPC, FORMAT, N in flight: the service, with N requests outstanding at a time.
 
-Every round measures every row once, interleaved (a busy moment on shared cores hits all rows
-alike); a row's share is the median over rounds of its rate over that round's `grade` rate. Every
-reward of every response is checked against the library grader's verdict.
+A round sends `--answers` answers down every row, in `--slices` turns: each row in turn runs one
+slice of the same batches (so a busy moment on shared cores hits all rows alike), and a row's rate
+is its answers over the sum of its slices' seconds. A row's share is the median over rounds of its
+rate over that round's `grade` rate. Every reward the service sends back is checked against the
+library grader's verdict on the same answer (after the clock stops).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 
@@ -103,28 +107,66 @@ def groups_request(pairs: list[tuple[Problem, str]]) -> reward_pb2.ScoreRequest:
 FORMATS = {"groups": groups_request, "inline": inline_request}
 
 
-def in_process_grade_rate(
-    pairs: list[tuple[Problem, str]], answers: int
-) -> tuple[float, list[bool]]:
-    """Answers/s of the library grader over `answers` answers (cycling `pairs`), and its
-    verdicts on `pairs`."""
-    tasks = {name: get_task(name) for name in TASKS}
-    cycles = max(1, answers // len(pairs))
-    start = time.perf_counter()
-    for _ in range(cycles):
-        verdicts = [grade(tasks[p.task], p, response).correct for p, response in pairs]
-    return cycles * len(pairs) / (time.perf_counter() - start), verdicts
+class GradePath:
+    """In process: the library grader on library objects."""
+
+    def __init__(self, batches: list[list[tuple[Problem, str]]]) -> None:
+        self.batches = batches
+        self.tasks = {name: get_task(name) for name in TASKS}
+
+    def verdicts(self) -> list[list[bool]]:
+        return [[grade(self.tasks[p.task], p, r).correct for p, r in b] for b in self.batches]
+
+    def run(self, indices: list[int]) -> None:
+        tasks = self.tasks
+        for index in indices:
+            for problem, response in self.batches[index]:
+                grade(tasks[problem.task], problem, response)
 
 
-def in_process_score_rate(
-    requests: list[reward_pb2.ScoreRequest], answers: int, batch: int
-) -> float:
-    """Answers/s of the servicer's `score` on parsed requests (of `batch` answers each) over
-    `answers` answers."""
-    n_requests = max(1, answers // batch)
-    start = time.perf_counter()
-    graded = sum(len(score(requests[i % len(requests)]).rewards) for i in range(n_requests))
-    return graded / (time.perf_counter() - start)
+class ScorePath:
+    """In process: the servicer's function on parsed protobuf requests."""
+
+    def __init__(self, requests: list[reward_pb2.ScoreRequest]) -> None:
+        self.requests = requests
+
+    def run(self, indices: list[int]) -> None:
+        for index in indices:
+            score(self.requests[index])
+
+
+class GrpcPath:
+    """The service through one channel, `in_flight` requests outstanding at a time. The client
+    sends serialized requests and keeps the raw responses, checked after the clock stops."""
+
+    def __init__(self, address: str, payloads: list[bytes], in_flight: int, max_mb: int) -> None:
+        limit = max_mb * 1024 * 1024
+        options = [
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+        ]
+        self.channel = grpc.insecure_channel(address, options=options)
+        self.call = self.channel.unary_unary("/skillfactory.v1.RewardService/Score")  # bytes
+        self.call(payloads[0], timeout=60)  # connect and warm up
+        self.payloads = payloads
+        self.pool = ThreadPoolExecutor(max_workers=in_flight)
+        self.answers: list[tuple[int, bytes]] = []
+
+    def run(self, indices: list[int]) -> None:
+        send = lambda index: self.call(self.payloads[index], timeout=120)  # noqa: E731
+        self.answers += zip(indices, self.pool.map(send, indices), strict=True)
+
+    def check(self, verdicts: list[list[bool]]) -> None:
+        for index, raw in self.answers:
+            rewards = reward_pb2.ScoreResponse.FromString(raw).rewards
+            assert not any(reward.error for reward in rewards)
+            got = [reward.correct for reward in rewards]
+            assert got == verdicts[index], "the service and the library grader disagree"
+        self.answers.clear()
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.channel.close()
 
 
 def start_server(max_message_mb: int) -> tuple[subprocess.Popen[str], str]:
@@ -139,27 +181,6 @@ def start_server(max_message_mb: int) -> tuple[subprocess.Popen[str], str]:
     return process, str(ready["address"])
 
 
-def grpc_rate(
-    address: str, payloads: list[bytes], answers: int, batch: int, in_flight: int, max_mb: int
-) -> tuple[float, list[list[bool]]]:
-    """Answers/s sending `answers // batch` requests (cycling `payloads`), `in_flight` at a time;
-    and the verdicts of every request (checked after the clock stops)."""
-    limit = max_mb * 1024 * 1024
-    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-    with grpc.insecure_channel(address, options=options) as channel:
-        call = channel.unary_unary("/skillfactory.v1.RewardService/Score")  # bytes in, bytes out
-        call(payloads[0], timeout=60)  # connect and warm up
-        requests = [payloads[i % len(payloads)] for i in range(answers // batch)]
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=in_flight) as pool:
-            raw = list(pool.map(lambda payload: call(payload, timeout=120), requests))
-        seconds = time.perf_counter() - start
-    responses = [reward_pb2.ScoreResponse.FromString(r) for r in raw]
-    assert sum(len(r.rewards) for r in responses) == len(requests) * batch
-    assert not any(reward.error for r in responses for reward in r.rewards)
-    return len(requests) * batch / seconds, [[w.correct for w in r.rewards] for r in responses]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--answers", type=int, default=100_000, help="answers sent through gRPC")
@@ -172,46 +193,58 @@ def main() -> None:
     )
     parser.add_argument("--max-message-mb", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="measurements of every path")
+    parser.add_argument("--slices", type=int, default=5, help="turns each path takes per round")
     args = parser.parse_args()
 
     pairs = answer_pairs(args.batch * args.distinct, args.group_size)
     batches = [pairs[i : i + args.batch] for i in range(0, len(pairs), args.batch)]
     requests = {name: [FORMATS[name](b) for b in batches] for name in args.formats}
     payloads = {name: [r.SerializeToString() for r in rs] for name, rs in requests.items()}
+    per_slice = args.answers // args.batch // args.slices  # requests per slice and path
+    answers = per_slice * args.slices * args.batch  # per path and round
 
-    _, verdicts = in_process_grade_rate(pairs, 0)  # one pass: the verdicts, and a warm-up
-    batch_verdicts = [verdicts[i : i + args.batch] for i in range(0, len(pairs), args.batch)]
-    paths = ["in-process grade"] + [f"in-process score ({name})" for name in args.formats]
-    paths += [f"gRPC, {name}, {n} in flight" for name in args.formats for n in args.concurrency]
+    grade_path = GradePath(batches)
+    verdicts = grade_path.verdicts()  # one pass: the verdicts, and a warm-up
+    paths: dict[str, Any] = {"in-process grade": grade_path}
+    paths |= {f"in-process score ({f})": ScorePath(requests[f]) for f in args.formats}
     rates: dict[str, list[float]] = {path: [] for path in paths}
     shares: dict[str, list[float]] = {path: [] for path in paths}
     load_before = os.getloadavg()
     process, address = start_server(args.max_message_mb)
     try:
-        for _ in range(args.rounds):  # interleaved, so a busy moment hits every path alike
-            round_rates = [in_process_grade_rate(pairs, args.answers)[0]]
-            round_rates += [
-                in_process_score_rate(requests[f], args.answers, args.batch) for f in args.formats
-            ]
-            for name in args.formats:
-                for in_flight in args.concurrency:
-                    rate, got = grpc_rate(
-                        address, payloads[name], args.answers, args.batch, in_flight,
-                        args.max_message_mb,
-                    )  # fmt: skip
-                    expected = [batch_verdicts[i % len(batches)] for i in range(len(got))]
-                    assert got == expected, "the service and the library grader disagree"
-                    round_rates.append(rate)
-            for path, rate in zip(paths, round_rates, strict=True):
-                rates[path].append(rate)
-                shares[path].append(rate / round_rates[0])
+        for f in args.formats:
+            for n in args.concurrency:
+                paths[f"gRPC, {f}, {n} in flight"] = GrpcPath(
+                    address, payloads[f], n, args.max_message_mb
+                )
+                rates[f"gRPC, {f}, {n} in flight"], shares[f"gRPC, {f}, {n} in flight"] = [], []
+        for _ in range(args.rounds):
+            # Every path runs a slice in turn, so a busy moment of the shared cores hits all
+            # paths alike; a path's rate is its answers over the sum of its slices' seconds.
+            seconds = dict.fromkeys(paths, 0.0)
+            for part in range(args.slices):
+                first = part * per_slice
+                indices = [(first + i) % len(batches) for i in range(per_slice)]
+                for name, path in paths.items():
+                    start = time.perf_counter()
+                    path.run(indices)
+                    seconds[name] += time.perf_counter() - start
+            for name, path in paths.items():
+                if isinstance(path, GrpcPath):
+                    path.check(verdicts)
+                rates[name].append(answers / seconds[name])
+                shares[name].append(seconds["in-process grade"] / seconds[name])
     finally:
+        for path in paths.values():
+            if isinstance(path, GrpcPath):
+                path.close()
         process.terminate()
         process.wait(timeout=60)
 
     sizes = ", ".join(f"{name} {len(p[0]) / 1024:.0f} KiB" for name, p in payloads.items())
     print(f"payload per request of {args.batch} answers: {sizes}; "
-          f"{args.answers:,} answers per path per round, {args.rounds} rounds")  # fmt: skip
+          f"{answers:,} answers per path per round in {args.slices} slices, "
+          f"{args.rounds} rounds")  # fmt: skip
     load = "load average (1, 5, 15 min) {:.2f} / {:.2f} / {:.2f}"
     print(f"{load.format(*load_before)} before, {load.format(*os.getloadavg())} after")
     print("| path | answers/s (median) | min–max | vs in-process grade (median of rounds) |")
