@@ -215,3 +215,58 @@ exec:
     - |
       {{- include "sf.learnerProbe" . | nindent 6 }}
 {{- end }}
+
+{{/* True when the rollout's RayService is rendered: rollout.ray.enabled and the KubeRay operator's
+     ray.io/v1 RayService API exists in the cluster, or rollout.ray.force. Enabled without the API
+     and without force fails rendering rather than dropping the RayService silently. */}}
+{{- define "sf.rayService" -}}
+{{- if .Values.rollout.ray.enabled }}
+{{- if or .Values.rollout.ray.force (.Capabilities.APIVersions.Has "ray.io/v1/RayService") }}true
+{{- else }}
+{{- fail "rollout.ray.enabled is true but the cluster has no ray.io/v1/RayService API: install the KubeRay operator first, or set rollout.ray.force=true to render it anyway (helm template: --api-versions ray.io/v1/RayService)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Ray's own ports on the Ray pods (KubeRay's defaults): GCS, dashboard (the operator deploys
+     serveConfigV2 through it), Ray client, metrics export, dashboard agent. */}}
+{{- define "sf.rayPorts" -}}
+{{- dict "gcs" 6379 "dashboard" 8265 "client" 10001 "metrics" 8080 "agent" 52365 | toJson }}
+{{- end }}
+
+{{/* Env of the Ray pods: the bearer token as SKILLFACTORY_TOKEN (what ray_rollout's replicas read
+     without a token_file), writable homes and caches under /tmp, rollout.extraEnv. */}}
+{{- define "sf.rayEnv" -}}
+env:
+  - name: HOME
+    value: /tmp
+  - name: HF_HOME
+    value: /tmp/hf-cache
+  - name: SKILLFACTORY_CACHE
+    value: /tmp/skillfactory-cache
+  - name: SKILLFACTORY_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "sf.tokenSecret" . }}
+        key: {{ .Values.learner.token.existingSecretKey }}
+  {{- with .Values.rollout.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/* Mounts and volumes of the Ray pods: /tmp (Ray's session files and logs) and the shared
+     volume, read-only at shared.mountPath as in the rollout Deployment (weight notices name
+     folders there). KubeRay adds /dev/shm itself. */}}
+{{- define "sf.rayMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: shared
+  mountPath: {{ .Values.shared.mountPath }}
+  readOnly: true
+{{- end }}
+{{- define "sf.rayVolumes" -}}
+{{ include "sf.sharedVolume" . }}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.rollout.tmpSizeLimit }}
+{{- end }}

@@ -19,8 +19,9 @@ kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is n
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts"
 KUBE_VERSIONS = ["1.29.0", "1.33.0"]
-# Objects whose schema kubernetes-validate does not ship (CRDs).
-CRD_KINDS = {"ServiceMonitor"}
+# Objects whose schema kubernetes-validate does not ship (CRDs). The RayService's pod templates
+# are validated as Pods in tests/chart/test_ray.py.
+CRD_KINDS = {"ServiceMonitor", "RayService"}
 
 ALL_ON: dict[str, Any] = {
     "image": {"pullSecrets": ["regcred"]},
@@ -53,6 +54,13 @@ ALL_ON: dict[str, Any] = {
         "samplers": 4,
         "tasksPerCall": 2,
         "model": "/shared/models/base",
+        # Forced like the ServiceMonitors: there is no cluster (and no ray.io/v1 API) here.
+        "ray": {
+            "enabled": True,
+            "force": True,
+            "image": {"repository": "ghcr.io/skillfactory/skillfactory-ray"},
+            "ingressFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}],
+        },
     },
     "reward": {"autoscaling": {"enabled": True}},
     "composer": {
@@ -156,6 +164,8 @@ def test_expected_objects() -> None:
         ("Secret", "sf-skillfactory-redis"),
         ("Secret", "sf-skillfactory-learner-token"),
         ("ServiceMonitor", "sf-skillfactory-rollout"),
+        ("RayService", "sf-skillfactory-rollout-ray"),
+        ("NetworkPolicy", "sf-skillfactory-rollout-ray"),
         ("PodDisruptionBudget", "sf-skillfactory-reward"),
         ("Deployment", "sf-skillfactory-composer"),
         ("Service", "sf-skillfactory-composer"),
@@ -173,6 +183,8 @@ def test_expected_objects() -> None:
         assert expected in kinds
     # ServiceMonitor only when the API exists (not offline) or forced.
     assert not any(d["kind"] == "ServiceMonitor" for d in render({}))
+    # The RayService is off by default.
+    assert not any(component(d) == "rollout-ray" for d in render({}))
     off = render(ALL_OFF)
     assert not any(d["kind"] in {"StatefulSet"} and "redis" in d["metadata"]["name"] for d in off)
     assert not any(d["kind"] == "ConfigMap" for d in off)

@@ -18,7 +18,7 @@ import yaml
 from support.prometheus import PrometheusServer, prometheus_binary
 
 from . import test_chart as chart_checks
-from .test_chart import ALL_ON, CHART, KUBE_VERSIONS, component, helm, kv, render
+from .test_chart import ALL_ON, CHART, CRD_KINDS, KUBE_VERSIONS, component, helm, kv, render
 from .test_wiring import container, find, options, parse, selects, workload
 
 MULTI: dict[str, Any] = {"learner": {"nodes": 2, "procsPerNode": 4}}
@@ -118,7 +118,7 @@ def test_multi_node_lints_and_validates_strictly(values: dict[str, Any]) -> None
         assert not report["errors"] and not problems, report
     docs = render(values)
     for doc in docs:
-        if doc["kind"] == "ServiceMonitor":
+        if doc["kind"] in CRD_KINDS:
             continue
         for kube in KUBE_VERSIONS:
             kv.validate(doc, kube, strict=True)
