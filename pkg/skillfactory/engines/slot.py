@@ -91,11 +91,12 @@ class EngineSlot:
         from skillfactory.train.weight_store import WeightStore
 
         engine = self.engine
-        latest = WeightStore(root).latest()
+        store = WeightStore(root)
+        latest = store.latest()
         if latest is None or latest <= engine.policy_version:
             return engine.policy_version
         try:
-            engine.load_weights(WeightStore(root).folder(latest), latest)
+            engine.load_weights(store.folder(latest), latest)
         except (OSError, ValueError, RuntimeError) as error:
             log.warning("cannot load weights yet", extra={"version": latest, "error": str(error)})
         else:

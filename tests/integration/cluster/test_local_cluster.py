@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from skillfactory.cluster.local import ClusterState
 from skillfactory.contracts.runspec_proto import run_spec_to_proto
@@ -40,6 +38,7 @@ from skillfactory.v1 import learner_pb2, learner_pb2_grpc, rollout_pb2, rollout_
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from support.letter_model import answer_letter_model  # noqa: E402
+from support.metrics import scrape  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not any(Path(p, "redis-server").exists() for p in os.environ.get("PATH", "").split(":")),
@@ -165,16 +164,6 @@ def run_spec(name: str, model: Path, out: Path, **grpo: Any) -> dict[str, Any]:
             **grpo,
         },
     }
-
-
-def scrape(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
 
 
 def total(state: ClusterState, prefix: str, series: str) -> float:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from skillfactory.cli import app
@@ -30,6 +28,7 @@ from skillfactory.serving.server import ServingConfig
 from skillfactory.v1 import learner_pb2, learner_pb2_grpc, run_pb2
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
+from support.metrics import scrape  # noqa: E402
 from test_pipeline import tiny_spec  # noqa: E402
 
 TOKEN = "learner-token"
@@ -63,16 +62,6 @@ def spec_proto(model: Path, out: Path, **overrides: Any) -> Any:
 def watch_all(stub: learner_pb2_grpc.LearnerStub, run_id: str, after: int = 0) -> list[Any]:
     request = learner_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
     return list(stub.WatchRun(request, metadata=AUTH, timeout=120))
-
-
-def scrape(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
 
 
 def test_a_tiny_run_streams_to_success_reports_metrics_and_survives_a_restart(
