@@ -163,6 +163,7 @@ def steady_step_seconds(step_ends: list[float], excluded: float = 0.0) -> float 
 
 def run_ours(model: Path, out: Path, args: argparse.Namespace, staleness: int) -> dict[str, Any]:
     from skillfactory.engines.transformers_engine import TransformersEngine
+    from skillfactory.rollout.scoring import per_completion
     from skillfactory.runspec import parse_run_spec
     from skillfactory.stages.grpo import GRPOStage
 
@@ -220,7 +221,7 @@ def run_ours(model: Path, out: Path, args: argparse.Namespace, staleness: int) -
 
     step_ends: list[float] = []
     reset_memory()
-    stage = Stage(spec, model, factory, score=first_token)
+    stage = Stage(spec, model, factory, score=per_completion(first_token))
     started = time.perf_counter()
     summary = stage.run(on_step=lambda record: step_ends.append(time.perf_counter()))
     cuda_sync()

@@ -52,6 +52,7 @@ def run(model: Path, output_dir: Path, max_staleness: int, steps: int, save_step
     import torch
 
     from skillfactory.engines.transformers_engine import TransformersEngine
+    from skillfactory.rollout.scoring import per_completion
     from skillfactory.stages.grpo import GRPOStage
 
     torch.set_num_threads(1)
@@ -60,7 +61,7 @@ def run(model: Path, output_dir: Path, max_staleness: int, steps: int, save_step
         spec,
         model,
         lambda path: TransformersEngine(path, device="cpu", max_batch_size=64, seed=0),
-        score=first_token_reward,
+        score=per_completion(first_token_reward),
     )
     return stage.run()
 

@@ -68,7 +68,7 @@ def main(model_dir: str, out: str, resume: str | None) -> None:
         learner.load_checkpoint(resume)
     metrics = []
     while learner.version < 2:
-        metrics.append(learner.train_step(groups_of_step(learner.version)).to_dict())
+        metrics.append(learner.train_step(groups_of_step(learner.version)).to_json())
         if learner.version == 1 and not resume:
             learner.save_checkpoint(Path(out) / "checkpoints")
     weights = learner.weights()

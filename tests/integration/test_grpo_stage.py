@@ -83,6 +83,7 @@ def test_a_run_where_every_group_is_filtered_stops_with_a_clear_error(
     from first_token_grpo import first_token_spec  # noqa: I001 (the script's folder is on sys.path)
 
     from skillfactory.engines.transformers_engine import TransformersEngine
+    from skillfactory.rollout.scoring import per_completion
     from skillfactory.stages.grpo import GRPOStage, StalledRun
 
     spec = first_token_spec(tmp_path, 1, 3, 1)
@@ -92,7 +93,7 @@ def test_a_run_where_every_group_is_filtered_stops_with_a_clear_error(
         spec,
         tiny_model_dir,
         lambda path: TransformersEngine(path, device="cpu", max_batch_size=64, seed=0),
-        score=lambda problem, completion: 0.0,
+        score=per_completion(lambda problem, completion: 0.0),
     )
     with pytest.raises(StalledRun, match="zero reward variance: 2"):
         stage.run()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from skillfactory.models import registry
-from skillfactory.models.prepare import SOURCE_FILE, prepare_model
+from skillfactory.models.prepare import SOURCE_FILE
+from skillfactory.models.registry import prepare_model
 
 pytestmark = pytest.mark.slow
 NAME = "smollm2-135m-instruct"

@@ -13,6 +13,10 @@ from typing import Annotated
 
 import typer
 
+from skillfactory.cluster.local import ClusterConfig, ClusterError, cluster_dir
+from skillfactory.cluster.local import down as stop
+from skillfactory.cluster.local import up as start
+
 DirOption = Annotated[
     Path | None,
     typer.Option(
@@ -46,8 +50,6 @@ def up(
     ] = 0.0,
 ) -> None:
     """Start Redis and every service on loopback; prints the learner address and token."""
-    from skillfactory.cluster.local import ClusterConfig, ClusterError, cluster_dir
-    from skillfactory.cluster.local import up as start
 
     config = ClusterConfig(
         dir=cluster_dir(directory),
@@ -73,8 +75,6 @@ def up(
 
 def down(directory: DirOption = None) -> None:
     """Stop the local cluster (services gracefully, then Redis)."""
-    from skillfactory.cluster.local import ClusterError, cluster_dir
-    from skillfactory.cluster.local import down as stop
 
     try:
         stopped = stop(cluster_dir(directory))

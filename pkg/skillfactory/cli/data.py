@@ -7,9 +7,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from skillfactory.cli.validate import EXIT_INVALID
+from skillfactory.engines.setup import engine_batch_rows, setup_engine
 from skillfactory.runspec import InvalidRunSpec, RunSpec, load_run_spec
+from skillfactory.stages.data import SFT_FILE, Stage1, data_dir, read_records
 
 
 def load_spec_or_exit(spec_path: Path, output_dir: Path | None) -> RunSpec:
@@ -26,18 +37,6 @@ def load_spec_or_exit(spec_path: Path, output_dir: Path | None) -> RunSpec:
 
 def run_data_stage(spec: RunSpec) -> dict[str, Any]:
     """Start the engine the spec names and run stage 1 with a progress bar."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from skillfactory.engines.setup import engine_batch_rows, setup_engine
-    from skillfactory.stages.data import Stage1
 
     engine = setup_engine(spec.engine, spec.model, spec.seed)
     rows = engine_batch_rows(spec.engine)
@@ -77,7 +76,6 @@ def data(
     """Stage 1: sample, grade, reflect, filter by verdict and compose silver traces."""
     run_spec = load_spec_or_exit(spec, output_dir)
     summary = run_data_stage(run_spec)
-    from skillfactory.stages.data import SFT_FILE, data_dir, read_records
 
     typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     for number, record in enumerate(read_records(data_dir(run_spec) / SFT_FILE), start=1):

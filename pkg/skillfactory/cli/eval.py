@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from skillfactory.cli.data import load_spec_or_exit
 from skillfactory.cli.validate import EXIT_INVALID
+from skillfactory.eval.harness import eval_dir, evaluate
+from skillfactory.tasks import UnknownTaskError, get_task
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -49,7 +53,6 @@ def _label_of(model: str) -> str:
 
 def check_tasks(names: list[str]) -> None:
     """Exit 2 naming the first unknown task."""
-    from skillfactory.tasks import UnknownTaskError, get_task
 
     for name in names:
         try:
@@ -61,7 +64,6 @@ def check_tasks(names: list[str]) -> None:
 
 def results_table(summary: dict[str, Any], labels: list[str]) -> Table:
     """Model × task rows, then each model's group means."""
-    from rich.table import Table
 
     table = Table(title="Evaluation")
     for name, justify in (("model", "left"), ("task", "left"), ("samples", "right"),
@@ -122,10 +124,6 @@ def run_eval(
     models = parse_models(model or [], run_spec.model)
     tasks = list(task) if task else list(run_spec.eval.tasks)
     check_tasks(tasks)
-
-    from rich.console import Console
-
-    from skillfactory.eval.harness import eval_dir, evaluate
 
     errors = Console(stderr=True)
 

@@ -16,6 +16,8 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from skillfactory.tasks import Problem, ProblemFieldError, UnknownTaskError, get_task, grade
+
 RECORD_FIELDS = ("task", "problem", "response")
 
 
@@ -41,7 +43,6 @@ def parse_record(line: str) -> dict[str, Any]:
 
 def grade_record(record: dict[str, Any]) -> dict[str, Any]:
     """The record with "answer" and "correct" added; raises `RecordError` for an ungradable one."""
-    from skillfactory.tasks import Problem, ProblemFieldError, UnknownTaskError, get_task, grade
 
     try:
         task = get_task(record["task"])

@@ -17,34 +17,31 @@ cancelled, or the learner could not be reached or answered an error, 2 invalid i
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from skillfactory.cli.serve import (
+from skillfactory.cli.data import load_spec_or_exit
+from skillfactory.cli.options import (
     ClaimIdleOption,
-    DrainOption,
-    GraceOption,
-    HostOption,
-    LogLevelOption,
-    MaxMessageOption,
-    MetricsPortOption,
-    PortOption,
     RedisUrlOption,
     StreamPrefixOption,
-    TlsCertOption,
-    TlsKeyOption,
-    TokenFileOption,
-    WorkersOption,
     serve_until_signal,
-    server_config_or_exit,
+    serving_options,
 )
+from skillfactory.cluster.local import ClusterError, ClusterState, cluster_dir
+from skillfactory.contracts.runspec_proto import run_spec_to_proto
+from skillfactory.runspec import RedisQueueSpec
+from skillfactory.serving.logs import setup_logging
+from skillfactory.v1 import learner_pb2, run_pb2
 
 if TYPE_CHECKING:
     import grpc
 
+    from skillfactory.serving.server import ServingConfig
     from skillfactory.v1 import learner_pb2_grpc
 
 LEARNER_ENV = "SKILLFACTORY_LEARNER"
@@ -69,7 +66,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 @learner_app.command("serve")
+@serving_options("learner")
 def serve_learner(
+    serving: ServingConfig,
     state_dir: Annotated[Path, typer.Option(help="Folder of the persisted run state.")],
     redis_url: RedisUrlOption = "",
     weights_dir: Annotated[
@@ -85,62 +84,39 @@ def serve_learner(
         str,
         typer.Option(help="Composer service HOST:PORT for stage 1's traces (with --redis-url)."),
     ] = "",
-    host: HostOption = "127.0.0.1",
-    port: PortOption = 0,
-    metrics_port: MetricsPortOption = 0,
-    token_file: TokenFileOption = None,
-    tls_cert: TlsCertOption = None,
-    tls_key: TlsKeyOption = None,
-    max_message_mb: MaxMessageOption = 16.0,
-    workers: WorkersOption = 8,
-    grace_seconds: GraceOption = 30.0,
-    drain_seconds: DrainOption = 0.0,
-    log_level: LogLevelOption = "info",
 ) -> None:
     """Serve the learner API; runs execute one at a time. With --redis-url, GRPO samples with the
     rollout services' sampler workers over that queue; otherwise everything runs here. Under
     torchrun, rank 0 serves and the other ranks follow it through SFT and the GRPO learner
     (FSDP2): `torchrun --nproc-per-node N -m skillfactory.cli learner serve …`."""
-    from skillfactory.runspec import RedisQueueSpec
+    # heavy: torch and grpc, loaded only when serving
+    from skillfactory.serving.composer_client import ComposerClient
     from skillfactory.serving.learner_api import setup_learner_server
     from skillfactory.stages.rollouts import Cluster
-    from skillfactory.train.ranks import follow, join_ranks
+    from skillfactory.train.follower import follow
+    from skillfactory.train.ranks import join_ranks
 
     ranks = join_ranks()
     if ranks is not None and not ranks.leads:
-        from skillfactory.serving.logs import setup_logging
-
-        setup_logging(f"learner-rank{ranks.rank}", log_level)
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        setup_logging(f"learner-rank{ranks.rank}", level)
         follow(ranks)
         return
 
-    config = server_config_or_exit(
-        "learner",
-        log_level,
-        host=host,
-        port=port,
-        metrics_port=metrics_port,
-        token_file=token_file,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        max_message_mb=max_message_mb,
-        workers=workers,
-        grace_seconds=grace_seconds,
-        drain_seconds=drain_seconds,
-    )
-    cluster = None
+    cluster, composer_client = None, None
     if redis_url:
         queue = RedisQueueSpec(
             url=redis_url, claim_idle_ms=claim_idle_ms, stream_prefix=stream_prefix
         )
+        if composer:
+            composer_client = ComposerClient(composer, serving.token)
         cluster = Cluster(
             queue,
             (weights_dir or state_dir / "weights").resolve(),
-            composer_address=composer,
-            token=config.token,
+            compose=composer_client.compose if composer_client is not None else None,
         )
     try:
-        server = setup_learner_server(config, state_dir, cluster=cluster)
+        server = setup_learner_server(serving, state_dir, cluster=cluster, ranks=ranks)
     except (ValueError, OSError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_INVALID) from None
@@ -149,6 +125,8 @@ def serve_learner(
     finally:
         if ranks is not None:
             ranks.tell("shutdown")
+        if composer_client is not None:
+            composer_client.close()
 
 
 # clients -------------------------------------------------------------------------------------
@@ -156,8 +134,10 @@ def serve_learner(
 
 class _Client:
     def __init__(self, learner: str | None, token_file: Path | None, ca: Path | None) -> None:
+        # deferred: heavy or optional (grpc)
         import grpc
 
+        # deferred: heavy or optional (torch)
         from skillfactory.serving.auth import TOKEN_ENV, TokenError, bearer_metadata, load_token
         from skillfactory.v1 import learner_pb2_grpc
 
@@ -186,6 +166,7 @@ class _Client:
         self.address = address
 
     def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
+        # deferred: heavy or optional (grpc)
         import grpc
 
         try:
@@ -200,7 +181,6 @@ class _Client:
 def _local_cluster() -> Any:
     """The running local cluster of `$SKILLFACTORY_CLUSTER_DIR` (default `.skillfactory/cluster`),
     if any: its learner is the default address and its token the default token."""
-    from skillfactory.cluster.local import ClusterError, ClusterState, cluster_dir
 
     try:
         state = ClusterState.load(cluster_dir(None))
@@ -210,6 +190,7 @@ def _local_cluster() -> Any:
 
 
 def _exit_on(error: grpc.RpcError, address: str) -> NoReturn:
+    # deferred: heavy or optional (grpc)
     import grpc
 
     code = error.code()
@@ -223,7 +204,6 @@ def _exit_on(error: grpc.RpcError, address: str) -> NoReturn:
 
 
 def _state_name(value: int) -> str:
-    from skillfactory.v1 import run_pb2
 
     return run_pb2.RunState.Name(value).removeprefix("RUN_STATE_")
 
@@ -267,9 +247,6 @@ def submit(
     tls_ca: CaOption = None,
 ) -> None:
     """Submit a run spec to the learner; prints the run id."""
-    from skillfactory.cli.data import load_spec_or_exit
-    from skillfactory.contracts.runspec_proto import run_spec_to_proto
-    from skillfactory.v1 import learner_pb2
 
     spec = load_spec_or_exit(spec_path, None)
     client = _Client(learner, token_file, tls_ca)
@@ -289,7 +266,6 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Show one run, or every run the learner has."""
-    from skillfactory.v1 import learner_pb2
 
     client = _Client(learner, token_file, tls_ca)
     try:
@@ -326,12 +302,12 @@ def watch(
     after: Annotated[int, typer.Option(min=0, help="Start after this event sequence.")] = 0,
 ) -> None:
     """Stream a run's events until it ends; exit 0 when it succeeded, 1 otherwise."""
-    from skillfactory.v1 import learner_pb2, run_pb2
 
     client = _Client(learner, token_file, tls_ca)
     final = run_pb2.RUN_STATE_UNSPECIFIED
     request = learner_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
     try:
+        # deferred: heavy or optional (grpc)
         import grpc
 
         try:
@@ -357,7 +333,6 @@ def cancel(
     reason: Annotated[str, typer.Option(help="Why; kept in the run's message.")] = "",
 ) -> None:
     """Cancel a run: a pending one at once, the running one at its next stage event or step."""
-    from skillfactory.v1 import learner_pb2
 
     client = _Client(learner, token_file, tls_ca)
     try:

@@ -10,6 +10,15 @@ from typing import Annotated
 
 import typer
 
+from skillfactory.models.registry import (
+    MODELS,
+    ModelUnavailableError,
+    is_model_folder,
+    locate_gguf,
+    model_dir,
+    prepare_model,
+)
+
 models_app = typer.Typer(
     help="List registered models and prepare them offline.", no_args_is_help=True
 )
@@ -18,7 +27,6 @@ models_app = typer.Typer(
 @models_app.command("list")
 def list_models() -> None:
     """Print each registered short name, whether it is prepared, and what it is."""
-    from skillfactory.models.registry import MODELS, is_model_folder, locate_gguf, model_dir
 
     for model in MODELS.values():
         folder = model_dir(model.name)
@@ -36,8 +44,6 @@ def prepare(
     name: Annotated[str, typer.Argument(help="Registered short name, e.g. smollm2-135m-instruct.")],
 ) -> None:
     """Convert a registered model to a cached safetensors folder (once) and print the folder."""
-    from skillfactory.models.prepare import prepare_model
-    from skillfactory.models.registry import ModelUnavailableError
 
     try:
         folder = prepare_model(name)

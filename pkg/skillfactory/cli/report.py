@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from skillfactory.report import write_report
+
 
 def report(
     run_dirs: Annotated[
@@ -30,7 +32,6 @@ def report(
 ) -> None:
     """Write an HTML page and a Markdown file comparing the runs: accuracy and skill usage per
     method, budget forcing, response lengths, GRPO curves and the stage-1 summary."""
-    from skillfactory.report import write_report
 
     out = output if output is not None else run_dirs[0] / "report"
     files = write_report(run_dirs, out)

@@ -7,10 +7,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from skillfactory.cli.data import load_spec_or_exit
 from skillfactory.cli.validate import EXIT_INVALID
+from skillfactory.models.registry import ModelUnavailableError
+from skillfactory.report.collect import method_name
 from skillfactory.runspec import RunSpec
+from skillfactory.stages.events import (
+    DataProgress,
+    EvalTaskDone,
+    EventCallback,
+    GRPOStep,
+    StageEvent,
+    StageFinished,
+    StageStarted,
+)
+from skillfactory.train.sft import EmptySFTDataset
 
 GROUP_HEADERS = {
     "in_domain": "acc in-dom",
@@ -23,9 +37,6 @@ GROUP_HEADERS = {
 def comparison_table(summary: dict[str, Any], spec: RunSpec) -> Any:
     """One row per model (named as the report names them): accuracy by task group, #Ans, #Ref
     and verdict F1 (overall means)."""
-    from rich.table import Table
-
-    from skillfactory.report.collect import method_name
 
     names = {label: method_name(spec.baseline, label, spec.data.composition) for label in summary}
     table = Table(
@@ -53,28 +64,27 @@ def comparison_table(summary: dict[str, Any], spec: RunSpec) -> Any:
     return table
 
 
-def progress_printer() -> Any:
+def progress_printer() -> EventCallback:
     """An event callback that prints one line per stage event on stderr."""
-    from rich.console import Console
-
     console = Console(stderr=True)
 
-    def on_event(stage: str, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "started":
-            console.print(f"[bold]{stage}[/] started")
-        elif kind == "progress":
-            console.print(f"{stage}: {event['done']}/{event['total']} problems")
-        elif kind == "step":
+    def on_event(event: StageEvent) -> None:
+        if isinstance(event, StageStarted):
+            console.print(f"[bold]{event.stage}[/] started")
+        elif isinstance(event, DataProgress):
+            console.print(f"{event.stage}: {event.done}/{event.total} problems")
+        elif isinstance(event, GRPOStep):
+            step = event.record
+            staleness = {str(k): v for k, v in sorted(step.staleness.items())}
             console.print(
-                f"grpo: version {event['version']} · reward {event['reward_mean']:.3f} · "
-                f"loss {event['loss']:+.4f} · staleness {event['staleness']} · "
-                f"{event['seconds']:.1f} s"
+                f"grpo: version {step.version} · reward {step.reward_mean:.3f} · "
+                f"loss {step.loss:+.4f} · staleness {staleness} · {step.seconds:.1f} s"
             )
-        elif kind == "task":
-            console.print(f"eval: {event['model']} · {event['task']}: {event['accuracy']:.3f}")
-        elif kind == "finished":
-            console.print(f"[bold]{stage}[/] finished in {event['seconds']:.0f} s")
+        elif isinstance(event, EvalTaskDone):
+            accuracy = event.metrics["accuracy"]
+            console.print(f"eval: {event.model} · {event.task}: {accuracy:.3f}")
+        elif isinstance(event, StageFinished):
+            console.print(f"[bold]{event.stage}[/] finished in {event.seconds:.0f} s")
 
     return on_event
 
@@ -87,11 +97,9 @@ def run(
 ) -> None:
     """Run the spec's stages in order (data → sft → grpo → eval); resumes an interrupted run."""
     run_spec = load_spec_or_exit(spec, output_dir)
-    from rich.console import Console
 
-    from skillfactory.models.registry import ModelUnavailableError
+    # deferred: heavy or optional (torch)
     from skillfactory.stages.pipeline import RESULT_FILE, Pipeline
-    from skillfactory.train.sft import EmptySFTDataset
 
     try:
         pipeline = Pipeline(run_spec, on_event=progress_printer())

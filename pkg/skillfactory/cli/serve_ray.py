@@ -1,6 +1,6 @@
 """`skillfactory serve rollout-ray`: the rollout service as autoscaled Ray Serve replicas on this
 machine (`skillfactory.serving.ray_rollout`). Needs the `ray` extra. Registered by
-`skillfactory.cli.serve`, whose engine options and ready line it shares.
+`skillfactory.cli.serve`; its engine options are `skillfactory.cli.options`'.
 
 It starts a local Ray instance (all CPUs unless --num-cpus), Serve with its gRPC proxy on
 --grpc-port, and deploys the application; when every initial replica is up it prints one JSON line
@@ -21,8 +21,10 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from skillfactory.cli.serve import (
+from skillfactory.cli.options import (
+    EXIT_USAGE,
     CompileOption,
     DeviceOption,
     DtypeOption,
@@ -30,8 +32,11 @@ from skillfactory.cli.serve import (
     LogLevelOption,
     MaxBatchOption,
     SeedOption,
+    SimulatedDelayOption,
     TokenFileOption,
+    engine_spec_from_flags,
 )
+from skillfactory.serving.logs import setup_logging
 
 GrpcPortOption = Annotated[
     int,
@@ -74,14 +79,7 @@ def serve_rollout_ray(
     ] = None,
     replica_cpus: Annotated[float, typer.Option(min=0, help="CPUs each replica reserves.")] = 1.0,
     replica_gpus: Annotated[float, typer.Option(min=0, help="GPUs each replica reserves.")] = 0.0,
-    simulated_token_delay_ms: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            help="SIMULATION for benchmarks and tests: every engine call lasts at least this "
-            "many ms per decode step (see skillfactory.engines.simulated).",
-        ),
-    ] = 0.0,
+    simulated_token_delay_ms: SimulatedDelayOption = 0.0,
     engine: EngineOption = "transformers",
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
@@ -92,10 +90,9 @@ def serve_rollout_ray(
     log_level: LogLevelOption = "info",
 ) -> None:
     """Serve the rollout service as Ray Serve replicas autoscaled on ongoing requests."""
-    from pydantic import ValidationError
 
+    # deferred: heavy or optional (torch)
     from skillfactory.serving.auth import TokenError, load_token
-    from skillfactory.serving.logs import setup_logging
 
     setup_logging("rollout-ray", log_level)
     try:
@@ -103,17 +100,18 @@ def serve_rollout_ray(
     except ImportError:
         typer.echo("Ray Serve is not installed: pip install 'skillfactory[ray]'", err=True)
         raise typer.Exit(2) from None
+    # deferred: heavy or optional (torch)
     from skillfactory.serving.ray_rollout import APP_NAME, RayRolloutArgs, build_app, grpc_options
 
-    engine_section: dict[str, Any] = {"type": engine, "dtype": dtype}
-    if engine == "transformers":
-        engine_section |= {"device": device, "max_batch_size": max_batch_size, "compile": compile}
+    engine_spec = engine_spec_from_flags(
+        engine, dtype=dtype, device=device, max_batch_size=max_batch_size, compile=compile
+    )
     try:
         token = load_token(token_file)
         args = RayRolloutArgs.model_validate(
             {
                 "model": model,
-                "engine": engine_section,
+                "engine": engine_spec.model_dump(),
                 "seed": seed,
                 "simulated_token_delay_ms": simulated_token_delay_ms,
                 "token_file": str(token_file.resolve()) if token_file else None,
@@ -131,7 +129,7 @@ def serve_rollout_ray(
         )
     except (TokenError, ValidationError) as error:
         typer.echo(str(error), err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USAGE) from None
     port = grpc_port or free_port()
     run_ray_app(
         build_app(args),
@@ -155,9 +153,11 @@ def run_ray_app(
 ) -> None:
     """Start Ray and Serve here, deploy `application`, print `ready`, serve until SIGTERM/SIGINT,
     then shut Serve and Ray down. A failed start or deploy exits 1 with the reason."""
+    # deferred: heavy or optional (ray)
     import ray
     from ray import serve
 
+    # deferred: heavy or optional (torch)
     from skillfactory.serving.ray_rollout import APP_NAME
 
     stop = threading.Event()
@@ -192,6 +192,7 @@ def run_ray_app(
 
 
 def _shutdown() -> None:
+    # deferred: heavy or optional (ray)
     import ray
     from ray import serve
 

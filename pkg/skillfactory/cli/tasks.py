@@ -9,13 +9,15 @@ from typing import Annotated
 
 import typer
 
+from skillfactory.tasks import TASK_NAMES, UnknownTaskError, get_task
+from skillfactory.tasks.dataset_rows import DatasetUnavailableError
+
 tasks_app = typer.Typer(help="List tasks and write their problems as JSONL.", no_args_is_help=True)
 
 
 @tasks_app.command("list")
 def list_tasks() -> None:
     """Print every task name, one per line."""
-    from skillfactory.tasks import TASK_NAMES
 
     for name in TASK_NAMES:
         typer.echo(name)
@@ -35,8 +37,6 @@ def generate(
     ] = None,
 ) -> None:
     """Write `n` problems of a task as JSONL records (id, task, question, answer, task fields)."""
-    from skillfactory.tasks import UnknownTaskError, get_task
-    from skillfactory.tasks.dataset_rows import DatasetUnavailableError
 
     try:
         chosen = get_task(task)

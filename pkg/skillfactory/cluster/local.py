@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skillfactory.files import write_json_atomically
 from skillfactory.queue.redis_server import RedisServer, free_port
 
 STATE_FILE = "cluster.json"
@@ -97,9 +98,7 @@ class ClusterState:
     processes: dict[str, ProcessState] = field(default_factory=dict)
 
     def save(self, folder: Path) -> None:
-        temporary = folder / (STATE_FILE + ".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(temporary, folder / STATE_FILE)
+        write_json_atomically(folder / STATE_FILE, asdict(self))
 
     @classmethod
     def load(cls, folder: Path) -> ClusterState:

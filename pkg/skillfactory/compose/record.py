@@ -22,6 +22,7 @@ from typing import Any
 
 from skillfactory.compose.pair import Sample, reflection_from_text
 from skillfactory.compose.trace import Trace
+from skillfactory.tasks import get_task
 from skillfactory.tasks.base import Problem, ProblemFieldError, Task, grade
 
 SampleGrader = Callable[[Problem, str], bool]
@@ -50,8 +51,6 @@ class ProblemSamples:
 
 @cache
 def _task(name: str) -> Task:
-    from skillfactory.tasks import get_task
-
     return get_task(name)
 
 

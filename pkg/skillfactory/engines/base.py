@@ -97,6 +97,14 @@ def render_chat(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:
     return str(text)
 
 
+def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt as every engine encodes it: text with the tokenizer's special
+    tokens, chat messages through its chat template (which adds them itself)."""
+    if isinstance(prompt, str):
+        return list(tokenizer.encode(prompt))
+    return list(tokenizer.encode(render_chat(tokenizer, prompt), add_special_tokens=False))
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` before the first stop string; returns the text and whether one was found."""
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from skillfactory.engines.base import Engine, SamplingParams
+from skillfactory.engines.vllm_engine import VllmEngine  # optional: vllm
+from skillfactory.models.registry import resolve_model
 from skillfactory.runspec import RunSpec, SamplingSpec, TransformersEngineSpec, VllmEngineSpec
 
 
@@ -12,12 +14,8 @@ def setup_engine(
     spec: TransformersEngineSpec | VllmEngineSpec, model: str, seed: int = 0
 ) -> Engine:
     """The engine a run spec asks for, on `model` (a path, hub id or registered short name)."""
-    from skillfactory.models.registry import resolve_model
-
     path = resolve_model(model)
     if isinstance(spec, VllmEngineSpec):
-        from skillfactory.engines.vllm_engine import VllmEngine
-
         return VllmEngine(
             path,
             seed=seed,
@@ -27,7 +25,7 @@ def setup_engine(
             gpu_memory_utilization=spec.gpu_memory_utilization,
             enforce_eager=spec.enforce_eager,
         )
-    from skillfactory.engines.transformers_engine import TransformersEngine
+    from skillfactory.engines.transformers_engine import TransformersEngine  # heavy: torch
 
     return TransformersEngine(
         path,

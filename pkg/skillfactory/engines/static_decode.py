@@ -27,6 +27,19 @@ SYNC_EVERY = 16
 """Decode steps between two looks of the host at the sampled tokens."""
 
 
+def left_pad(
+    sequences: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask, padded on the left to the longest sequence."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[i, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
 def padded_batch_size(rows: int, limit: int) -> int:
     """The power of two at or above `rows` (at most `limit`, at least `rows`)."""
     size = 1
@@ -57,6 +70,7 @@ class StaticDecoder:
         self.caches: dict[tuple[int, int], Any] = {}
         self.step: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self._forward_step
         if compile_step:
+            # deferred: heavy or optional (torch)
             import torch._dynamo
 
             torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
@@ -91,6 +105,7 @@ class StaticDecoder:
         return choose_tokens_with_noise(out.logits[:, -1, :], uniform, seen, *choice)
 
     def _buffers(self, batch: int, length: int, vocab: int, device: torch.device) -> Any:
+        # deferred: heavy or optional (transformers)
         from transformers import StaticCache
 
         key = (batch, length)
@@ -118,8 +133,6 @@ class StaticDecoder:
         and each row is checked for its end (EOS, stop string, length), so the host never waits
         for the device step by step.
         """
-        from skillfactory.engines.transformers_engine import left_pad
-
         device = next(self.model.parameters()).device
         real = len(rows)
         batch = padded_batch_size(real, self.max_batch_size)

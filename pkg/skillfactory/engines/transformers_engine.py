@@ -24,10 +24,11 @@ from skillfactory.engines.base import (
     Prompt,
     SamplingParams,
     Weights,
-    render_chat,
+    encode_prompt,
     truncate_at_stop,
 )
 from skillfactory.engines.sampling import choose_tokens
+from skillfactory.engines.static_decode import StaticDecoder, left_pad
 
 
 @dataclass
@@ -95,6 +96,7 @@ class TransformersEngine:
         seed: int = 0,
         compile_backend: str = "inductor",
     ) -> None:
+        # deferred: heavy or optional (transformers)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = pick_device(device)
@@ -109,8 +111,6 @@ class TransformersEngine:
         self._version = 0
         self._static_decoder: Any = None
         if compile and self.device.type == "cuda":
-            from skillfactory.engines.static_decode import StaticDecoder
-
             self._static_decoder = StaticDecoder(
                 self.model, max_batch_size, backend=compile_backend
             )
@@ -135,10 +135,7 @@ class TransformersEngine:
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt; chat messages go through the tokenizer's chat template."""
-        if isinstance(prompt, str):
-            return list(self.tokenizer(prompt).input_ids)
-        text = render_chat(self.tokenizer, prompt)
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return encode_prompt(self.tokenizer, prompt)
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
@@ -217,6 +214,7 @@ def tied_weight_names(model: Any) -> set[str]:
 def read_weights(weights: Weights) -> dict[str, torch.Tensor]:
     """A state dict from a mapping, or from every `*.safetensors` file of a directory."""
     if isinstance(weights, str | Path):
+        # deferred: heavy or optional (safetensors)
         from safetensors.torch import load_file
 
         files = sorted(Path(weights).glob("*.safetensors"))
@@ -227,19 +225,6 @@ def read_weights(weights: Weights) -> dict[str, torch.Tensor]:
             state.update(load_file(file))
         return state
     return dict(weights)
-
-
-def left_pad(
-    sequences: list[list[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask, padded on the left to the longest sequence."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[i, width - len(seq) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 def unique_prompts(rows: list[Row]) -> tuple[list[list[int]], torch.Tensor]:
@@ -287,6 +272,7 @@ def decode_dynamic(
     pad_id: int,
 ) -> None:
     """Decode `rows` in place with a dynamic KV cache, dropping finished rows after each step."""
+    # deferred: heavy or optional (transformers)
     from transformers import DynamicCache
 
     device = next(model.parameters()).device

@@ -35,8 +35,9 @@ from skillfactory.engines.base import (
     Prompt,
     SamplingParams,
     Weights,
-    render_chat,
+    encode_prompt,
 )
+from skillfactory.models.registry import resolve_model
 
 _FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
 
@@ -94,13 +95,13 @@ class VllmEngine:
         one; `max_model_len` None takes the model's own maximum. Other keyword arguments go to
         `vllm.LLM` unchanged.
         """
-        from skillfactory.models.registry import resolve_model
-
         path = resolve_model(model)
+        # deferred: heavy or optional (vllm)
         from vllm.platforms import current_platform
 
         on_cpu = bool(current_platform.is_cpu())
         setup_vllm_environment(in_process=in_process, kv_cache_gib=kv_cache_gib, on_cpu=on_cpu)
+        # deferred: heavy or optional (vllm)
         from vllm import LLM
 
         options: dict[str, Any] = dict(
@@ -129,6 +130,7 @@ class VllmEngine:
     @property
     def in_process(self) -> bool:
         """Whether vLLM's engine core (and the model) runs in this process."""
+        # deferred: heavy or optional (vllm)
         from vllm.v1.engine.core_client import InprocClient
 
         return isinstance(self._llm.llm_engine.engine_core, InprocClient)
@@ -143,12 +145,10 @@ class VllmEngine:
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Prompt token ids: text as the tokenizer encodes it, chat messages through its template."""
-        if isinstance(prompt, str):
-            return list(self._tokenizer.encode(prompt))
-        text = render_chat(self._tokenizer, prompt)
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+        return encode_prompt(self._tokenizer, prompt)
 
     def _sampling_params(self, params: SamplingParams) -> Any:
+        # deferred: heavy or optional (vllm)
         from vllm import SamplingParams as VllmSamplingParams
 
         return VllmSamplingParams(
@@ -208,6 +208,7 @@ class VllmEngine:
     def _head_missing(self, folder: Path) -> bool:
         if not self._tied_embeddings:
             return False
+        # deferred: heavy or optional (safetensors)
         from safetensors import safe_open
 
         for file in sorted(folder.glob("*.safetensors")):
@@ -240,6 +241,7 @@ def sampled_logprobs(token_ids: Sequence[int], logprobs: Any) -> list[float]:
 def read_weights_folder(folder: Path, *, tied: bool) -> dict[str, Any]:
     """All tensors of a folder's safetensors files; with `tied`, `lm_head.weight` is added from
     the input embedding when the file omits it (as `save_pretrained` does for tied models)."""
+    # deferred: heavy or optional (safetensors)
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))
@@ -255,6 +257,7 @@ def read_weights_folder(folder: Path, *, tied: bool) -> dict[str, Any]:
 
 def save_state_dict(weights: Mapping[str, Any], folder: Path) -> None:
     """Write a state dict as one safetensors file (shared storage, e.g. tied weights, is copied)."""
+    # deferred: heavy or optional (safetensors)
     from safetensors.torch import save_file
 
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in weights.items()}

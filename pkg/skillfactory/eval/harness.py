@@ -47,7 +47,9 @@ from skillfactory.eval.skill_metrics import (
 )
 from skillfactory.parsing import extract_answer
 from skillfactory.prompts import question_prompt
+from skillfactory.run_folder import run_dir
 from skillfactory.runspec import EvalSpec, RunSpec
+from skillfactory.seeds import derived_seed
 from skillfactory.tasks import Problem, get_task
 
 EVAL_DIR = "eval"
@@ -77,7 +79,7 @@ _SIZED = re.compile(r"^(?P<family>.+)-(?P<size>\d+)$")
 
 def eval_dir(spec: RunSpec) -> Path:
     """Where a run writes its evaluation: `<output_dir>/<run name>/eval`."""
-    return Path(spec.output_dir) / spec.name / EVAL_DIR
+    return run_dir(spec) / EVAL_DIR
 
 
 def evaluate(
@@ -142,8 +144,6 @@ def eval_params(spec: EvalSpec, seed: int, max_tokens: int | None = None) -> Sam
 
 def task_seed(spec: RunSpec, task_name: str, *parts: object) -> int:
     """The sampling seed of a task (the same for every model)."""
-    from skillfactory.stages.data import derived_seed
-
     return derived_seed(spec.seed, "eval", task_name, *parts)
 
 

@@ -12,6 +12,7 @@ single split.
 from __future__ import annotations
 
 from skillfactory.runspec import RunSpec
+from skillfactory.seeds import data_stage_seed
 from skillfactory.tasks import Problem, Task, get_task
 
 TEST_SPLIT = "test"
@@ -31,11 +32,9 @@ def training_questions(spec: RunSpec, task_name: str) -> frozenset[str]:
     """Questions of the problems stage 1 of this spec trains on, when it trains on `task_name`."""
     if spec.data.task != task_name:
         return frozenset()
-    from skillfactory.stages.data import stage_seed
-
     task = get_task(task_name)
     return frozenset(
-        p.question for p in task.problems(spec.data.num_problems, seed=stage_seed(spec))
+        p.question for p in task.problems(spec.data.num_problems, seed=data_stage_seed(spec))
     )
 
 

@@ -16,25 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from skillfactory.models.registry import (
-    ModelUnavailableError,
-    is_model_folder,
-    registered,
-    resolve_model,
-)
+from skillfactory.models.folders import ModelUnavailableError, is_model_folder
+from skillfactory.models.tiny import CHAT_TEMPLATE
 
 SOURCE_FILE = "skillfactory-source.json"
 """Written into every prepared folder: where its weights came from."""
-
-
-def prepare_model(name: str) -> Path:
-    """Prepare a registered short name (idempotent) and return its folder."""
-    model = registered(name)
-    if model is None:
-        raise ModelUnavailableError(
-            f"{name!r} is not a registered model name; `skillfactory models list` shows them."
-        )
-    return Path(resolve_model(model.name, prepare=True))
 
 
 def prepare_gguf_model(gguf_path: Path, dest: Path, dtype: str = "float32") -> Path:
@@ -57,6 +43,7 @@ def prepare_gguf_model(gguf_path: Path, dest: Path, dtype: str = "float32") -> P
 
 
 def _convert(gguf_path: Path, out: Path, dtype: str) -> None:
+    # deferred: heavy or optional (torch)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -83,8 +70,6 @@ def _drop_gguf_quantization(model: Any) -> None:
 def ensure_chat_template(tokenizer: Any) -> None:
     """Give the tokenizer a ChatML template when the GGUF carried none (SmolLM2 uses ChatML)."""
     if not getattr(tokenizer, "chat_template", None):
-        from skillfactory.models.tiny import CHAT_TEMPLATE
-
         tokenizer.chat_template = CHAT_TEMPLATE
 
 

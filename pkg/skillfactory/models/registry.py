@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from skillfactory.models.folders import ModelUnavailableError, is_model_folder
+from skillfactory.models.prepare import prepare_gguf_model
+
 CACHE_ENV = "SKILLFACTORY_CACHE"
 """Root of SkillFactory's cache; prepared models go to `$SKILLFACTORY_CACHE/models/<name>`."""
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 """`owner/name`, as the Hugging Face hub spells repository ids."""
-
-
-class ModelUnavailableError(RuntimeError):
-    """The model cannot be found or prepared here; the message says what to do about it."""
 
 
 @dataclass(frozen=True)
@@ -80,11 +79,6 @@ def cache_root() -> Path:
 def model_dir(name: str) -> Path:
     """Where the prepared folder of a registered model lives (whether or not it exists yet)."""
     return cache_root() / "models" / name
-
-
-def is_model_folder(path: Path) -> bool:
-    """A folder a transformers/vLLM loader can open: it holds a `config.json`."""
-    return (path / "config.json").is_file()
 
 
 def registered(name: str) -> RegisteredModel | None:
@@ -150,7 +144,6 @@ def _resolve_registered(model: RegisteredModel, *, prepare: bool) -> Path:
             f"Model {model.name} is not prepared yet: run "
             f"`skillfactory models prepare {model.name}`."
         )
-    from skillfactory.models.prepare import prepare_gguf_model
 
     return prepare_gguf_model(gguf, folder)
 
@@ -180,6 +173,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def in_hub_cache(hub_id: str) -> bool:
     """Whether a snapshot of `hub_id` with a config.json is in the local Hugging Face cache."""
     try:
+        # deferred: heavy or optional (huggingface_hub)
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return False
@@ -210,3 +204,13 @@ def _resolve_hub_id(hub_id: str) -> str:
             f"name ({', '.join(sorted(MODELS))})."
         )
     return hub_id
+
+
+def prepare_model(name: str) -> Path:
+    """Prepare a registered short name (idempotent) and return its folder."""
+    model = registered(name)
+    if model is None:
+        raise ModelUnavailableError(
+            f"{name!r} is not a registered model name; `skillfactory models list` shows them."
+        )
+    return Path(resolve_model(model.name, prepare=True))

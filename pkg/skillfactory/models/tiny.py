@@ -76,6 +76,7 @@ def _corpus() -> list[str]:
 
 def train_tokenizer(vocab_size: int = 512) -> Any:
     """A byte-level BPE tokenizer (transformers `PreTrainedTokenizerFast`) with ChatML specials."""
+    # deferred: heavy or optional (tokenizers)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -102,6 +103,7 @@ def train_tokenizer(vocab_size: int = 512) -> Any:
 
 def tiny_llama_config(vocab_size: int, **overrides: Any) -> Any:
     """A Llama config of about half a million parameters (hidden 64, 2 layers)."""
+    # deferred: heavy or optional (transformers)
     from transformers import LlamaConfig
 
     values: dict[str, Any] = dict(
@@ -120,6 +122,7 @@ def tiny_llama_config(vocab_size: int, **overrides: Any) -> Any:
 
 def smollm2_135m_config(vocab_size: int = 49152) -> Any:
     """The shape of SmolLM2-135M: Llama, hidden 576, 30 layers, 9 heads, 3 KV heads."""
+    # deferred: heavy or optional (transformers)
     from transformers import LlamaConfig
 
     values: dict[str, Any] = dict(
@@ -139,6 +142,7 @@ def smollm2_135m_config(vocab_size: int = 49152) -> Any:
 
 def build_tiny_model(path: str | Path, seed: int = 0, **config_overrides: Any) -> Path:
     """Write a random tiny Llama and its tokenizer as a Hugging Face model folder at `path`."""
+    # deferred: heavy or optional (torch)
     import torch
     from transformers import LlamaForCausalLM
 

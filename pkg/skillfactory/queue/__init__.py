@@ -38,6 +38,7 @@ def open_queue(spec: InProcessQueueSpec | RedisQueueSpec) -> Queue:
     if isinstance(spec, InProcessQueueSpec):
         return InProcessQueue(max_size=spec.max_size)
     if isinstance(spec, RedisQueueSpec):
+        # deferred: heavy or optional (torch)
         from skillfactory.queue.redis_streams import RedisStreamsQueue
 
         return RedisStreamsQueue.from_spec(spec)

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skillfactory.report.collect import Run, read_run
+from skillfactory.report.figures import Figure
+from skillfactory.report.render import write_html, write_markdown
+from skillfactory.report.sections import build_sections
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
@@ -32,9 +35,6 @@ class ReportFiles:
 def write_report(run_dirs: Sequence[Path], out_dir: Path) -> ReportFiles:
     """Read every run folder and write the HTML page, the Markdown file and its PNGs to
     `out_dir`."""
-    from skillfactory.report.figures import Figure
-    from skillfactory.report.render import write_html, write_markdown
-    from skillfactory.report.sections import build_sections
 
     runs = [read_run(Path(path)) for path in run_dirs]
     out_dir.mkdir(parents=True, exist_ok=True)

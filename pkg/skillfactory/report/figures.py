@@ -31,9 +31,11 @@ class Figure:
 
 
 def _pyplot() -> Any:
+    # deferred: heavy or optional (matplotlib)
     import matplotlib
 
     matplotlib.use("Agg")
+    # deferred: heavy or optional (matplotlib)
     import matplotlib.pyplot as plt
 
     return plt
@@ -96,6 +98,7 @@ def grpo_curves(run: Run, path: Path) -> Figure | None:
 def _curve(ax: Any, versions: list[Any], values: list[Any], name: str, color: str) -> None:
     points = [(v, y) for v, y in zip(versions, values, strict=True) if _number(y)]
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, color=color)
+    # deferred: heavy or optional (matplotlib)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -1,10 +1,9 @@
-"""The serving layer every service shares: a gRPC server with health, auth, TLS, metrics and
-graceful shutdown (`server`), bearer tokens (`auth`), Prometheus series (`metrics`), JSON logs
-(`logs`), and the servicers that put the library behind it (`reward`).
+"""The services: the library behind gRPC.
 
-Services in `services/<name>/` only wire these together; no domain logic lives there.
+Every service shares `server` (a gRPC server with health, auth, TLS, metrics and graceful
+shutdown), `auth` (bearer tokens), `metrics` (Prometheus), `logs` (JSON lines with the run id).
+The servicers put the library behind it: `reward`, `rollout` (and `ray_rollout`), `composer`, and
+the learner (`learner_api` over `run_controller`, with `learner_metrics`); `reward_client` and
+`composer_client` call them. Services in `services/<name>/` only wire these together; no domain
+logic lives there. This package's own import loads nothing (grpc loads with `server`).
 """
-
-from skillfactory.serving.server import ServiceServer, ServingConfig
-
-__all__ = ["ServiceServer", "ServingConfig"]

@@ -41,22 +41,16 @@ from skillfactory.compose import (
     DEFAULT_MAX_SAMPLES_PER_TRACE,
     DEFAULT_VARIANT,
     VARIANTS,
-    ClassCounts,
     ComposeOptions,
     ComposeSummary,
-    ProblemSamples,
-    Reflection,
-    Sample,
     compose,
     dump_record,
-    reflection_from_text,
 )
-from skillfactory.compose.record import UNKNOWN_PROMPT_VARIANT
+from skillfactory.files import write_text_atomically
 from skillfactory.serving.logs import bind_run_id
-from skillfactory.serving.reward import problem_from_proto
 from skillfactory.serving.server import ServiceServer, ServingConfig
-from skillfactory.stages.data import write_text_atomically
-from skillfactory.v1 import composer_pb2, composer_pb2_grpc, data_pb2
+from skillfactory.v1 import composer_pb2, composer_pb2_grpc
+from skillfactory.wire.messages import problem_samples_from_proto, summary_to_proto, trace_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +60,6 @@ SERVICE_NAME = "skillfactory.v1.Composer"
 FILE_SCHEME = "file://"
 
 SECONDS_BUCKETS = (0.005, 0.02, 0.1, 0.5, 2.0, 10.0, 60.0, 300.0)
-
-_VERDICTS = {data_pb2.VERDICT_CORRECT: True, data_pb2.VERDICT_INCORRECT: False}
 
 
 class InvalidRequest(ValueError):
@@ -118,79 +110,7 @@ class ComposerMetrics:
         self.seconds.observe(seconds)
 
 
-# ---- messages ↔ library ---------------------------------------------------------------------------
-
-
-def reflection_from_proto(message: data_pb2.Reflection) -> Reflection:
-    """The message's verdict when set, else the one parsed from its text."""
-    verdict = _VERDICTS.get(message.verdict)
-    if verdict is None:
-        return reflection_from_text(message.text)
-    return Reflection(message.text, verdict)
-
-
-def problem_samples_from_proto(message: data_pb2.ProblemSamples) -> ProblemSamples:
-    """The library's input record of one problem; samples are indexed in message order."""
-    samples = tuple(
-        Sample(
-            index,
-            sample.text,
-            sample.prompt_variant or UNKNOWN_PROMPT_VARIANT,
-            sample.correct,
-            tuple(reflection_from_proto(r) for r in sample.reflections),
-        )
-        for index, sample in enumerate(message.samples)
-    )
-    return ProblemSamples(problem_from_proto(message.problem), samples)
-
-
-def trace_to_proto(record: dict[str, Any]) -> data_pb2.Trace:
-    """An SFT chat record (`skillfactory.compose.sft_record`) as a `Trace` message."""
-    meta = record["meta"]
-    return data_pb2.Trace(
-        id=record["id"],
-        messages=[
-            data_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in record["messages"]
-        ],
-        n_correct=meta["n_correct"],
-        n_incorrect=meta["n_incorrect"],
-        variant=meta["variant"],
-        problem_id=meta["problem_id"],
-        task=meta["task"],
-        ends_correct=meta["ends_correct"],
-        sample_indices=meta["sample_indices"],
-        prompt_variants=meta["prompt_variants"],
-    )
-
-
-def _class_counts_to_proto(counts: ClassCounts) -> composer_pb2.FilterClassCounts:
-    return composer_pb2.FilterClassCounts(
-        kept=counts.kept,
-        dropped_mismatch=counts.dropped_mismatch,
-        dropped_no_verdict=counts.dropped_no_verdict,
-        dropped_malformed=counts.dropped_malformed,
-    )
-
-
-def summary_to_proto(summary: ComposeSummary) -> composer_pb2.ComposeSummary:
-    """Every count of the library's summary (its options are the request's)."""
-    counts = summary.filter
-    return composer_pb2.ComposeSummary(
-        problems_in=summary.problems_in,
-        problems_without_correct=summary.problems_without_correct,
-        pairs_kept_correct=counts.correct.kept,
-        pairs_kept_incorrect=counts.incorrect.kept,
-        pairs_dropped_correct=counts.correct.dropped,
-        pairs_dropped_incorrect=counts.incorrect.dropped,
-        traces_out=summary.traces_out,
-        problems_without_trace=summary.problems_without_trace,
-        samples_in=summary.samples_in,
-        samples_correct=summary.samples_correct,
-        samples_unusable=counts.unusable_samples,
-        filter_correct=_class_counts_to_proto(counts.correct),
-        filter_incorrect=_class_counts_to_proto(counts.incorrect),
-        trace_lengths=dict(summary.trace_lengths),
-    )
+# ---- requests ----------------------------------------------------------------------------------
 
 
 def compose_options(request: composer_pb2.ComposeRequest) -> ComposeOptions:

@@ -23,94 +23,17 @@ from typing import Any
 
 import grpc
 
-from skillfactory.compose import (
-    ClassCounts,
-    ComposeOptions,
-    ComposeSummary,
-    FilterCounts,
-    ProblemSamples,
-)
+from skillfactory.compose import ComposeOptions, ComposeSummary, ProblemSamples
 from skillfactory.serving.auth import bearer_metadata
 from skillfactory.serving.logs import current_run_id
-from skillfactory.train.rollout_task import problem_to_proto
 from skillfactory.v1 import composer_pb2, composer_pb2_grpc, data_pb2
+from skillfactory.wire.messages import add_summary, problem_samples_to_proto, record_from_trace
 
 log = logging.getLogger(__name__)
-
-_VERDICTS = {
-    True: data_pb2.VERDICT_CORRECT,
-    False: data_pb2.VERDICT_INCORRECT,
-    None: data_pb2.VERDICT_UNSPECIFIED,
-}
 
 
 class ComposerError(RuntimeError):
     """A Compose call that failed; the message names the service's address."""
-
-
-# ---- library ↔ messages (the inverses of `skillfactory.serving.composer`'s) -----------------------
-
-
-def problem_samples_to_proto(item: ProblemSamples) -> data_pb2.ProblemSamples:
-    """One problem's samples as the service's input (verdicts as parsed, unset when None)."""
-    message = data_pb2.ProblemSamples(problem=problem_to_proto(item.problem))
-    for sample in item.samples:
-        message.samples.add(
-            text=sample.text,
-            prompt_variant=sample.prompt_variant,
-            correct=sample.correct,
-            reflections=[
-                data_pb2.Reflection(text=r.text, verdict=_VERDICTS[r.verdict])
-                for r in sample.reflections
-            ],
-        )
-    return message
-
-
-def record_from_trace(trace: data_pb2.Trace) -> dict[str, Any]:
-    """The SFT chat record of a trace: `skillfactory.compose.sft_record`'s keys, in its order."""
-    return {
-        "id": trace.id,
-        "messages": [{"role": m.role, "content": m.content} for m in trace.messages],
-        "meta": {
-            "problem_id": trace.problem_id,
-            "task": trace.task,
-            "variant": trace.variant,
-            "n_samples": len(trace.sample_indices),
-            "n_correct": trace.n_correct,
-            "n_incorrect": trace.n_incorrect,
-            "ends_correct": trace.ends_correct,
-            "sample_indices": list(trace.sample_indices),
-            "prompt_variants": list(trace.prompt_variants),
-        },
-    }
-
-
-def _class_counts(message: composer_pb2.FilterClassCounts) -> ClassCounts:
-    return ClassCounts(
-        message.kept,
-        message.dropped_mismatch,
-        message.dropped_no_verdict,
-        message.dropped_malformed,
-    )
-
-
-def add_summary(summary: ComposeSummary, message: composer_pb2.ComposeSummary) -> None:
-    """Account for one answer's counts in `summary`."""
-    summary.problems_in += message.problems_in
-    summary.problems_without_correct += message.problems_without_correct
-    summary.problems_without_trace += message.problems_without_trace
-    summary.samples_in += message.samples_in
-    summary.samples_correct += message.samples_correct
-    summary.filter.add(
-        FilterCounts(
-            _class_counts(message.filter_correct),
-            _class_counts(message.filter_incorrect),
-            message.samples_unusable,
-        )
-    )
-    summary.traces_out += message.traces_out
-    summary.trace_lengths.update(dict(message.trace_lengths))
 
 
 # ---- the client -----------------------------------------------------------------------------------

@@ -43,10 +43,13 @@ import grpc
 from pydantic import Field, model_validator
 
 from skillfactory.engines.base import Engine
+from skillfactory.engines.setup import engine_batch_rows, setup_engine
+from skillfactory.engines.simulated import TokenDelayEngine
 from skillfactory.runspec import EngineSpec, Spec, TransformersEngineSpec
 from skillfactory.serving.logs import bind_run_id
-from skillfactory.serving.rollout import InvalidRequest, RolloutServicer, WeightSyncError
+from skillfactory.serving.rollout import RolloutServicer, WeightSyncError
 from skillfactory.v1 import data_pb2, rollout_pb2
+from skillfactory.wire.messages import InvalidMessage
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,7 @@ def weight_board(app_name: str, code_version: str | None) -> Any:
     """The weight board of one deployed version of application `app_name`, created on first
     use: a redeployed application starts from its model again, not from the weights the
     replicas of its previous version loaded."""
+    # deferred: heavy or optional (ray)
     import ray
 
     return (
@@ -172,8 +176,6 @@ def weight_board(app_name: str, code_version: str | None) -> Any:
 
 def build_engine(args: RayRolloutArgs) -> Engine:
     """The engine one replica samples with."""
-    from skillfactory.engines.setup import setup_engine
-    from skillfactory.engines.simulated import TokenDelayEngine
 
     engine = setup_engine(args.engine, args.model, seed=args.seed)
     if args.simulated_token_delay_ms > 0:
@@ -187,9 +189,10 @@ class RolloutDeployment:
     come from inside the cluster and need no token)."""
 
     def __init__(self, args: dict[str, Any]) -> None:
+        # deferred: heavy or optional (ray)
         from ray import serve
 
-        from skillfactory.engines.setup import engine_batch_rows
+        # deferred: heavy or optional (torch)
         from skillfactory.serving.auth import load_token
 
         self.args = RayRolloutArgs.model_validate(args)
@@ -217,7 +220,7 @@ class RolloutDeployment:
         with bind_run_id(request.run_id or None):
             try:
                 return await asyncio.to_thread(self.servicer.generate, request)
-            except InvalidRequest as error:
+            except InvalidMessage as error:
                 _fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, error)
         return rollout_pb2.GenerateResponse()
 
@@ -232,7 +235,7 @@ class RolloutDeployment:
         while True:
             try:
                 message = await asyncio.to_thread(_next_chunk, chunks, request.run_id)
-            except InvalidRequest as error:
+            except InvalidMessage as error:
                 _fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, error)
                 raise
             if message is None:
@@ -248,7 +251,7 @@ class RolloutDeployment:
         with bind_run_id(update.run_id or None):
             try:
                 answer = await asyncio.to_thread(self.servicer.update_weights, update)
-            except InvalidRequest as error:
+            except InvalidMessage as error:
                 _fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, error)
                 return rollout_pb2.UpdateWeightsResponse()
             except WeightSyncError as error:
@@ -279,7 +282,7 @@ class RolloutDeployment:
         update = data_pb2.WeightUpdate.FromString(notice)
         try:
             await asyncio.to_thread(self.servicer.update_weights, update)
-        except (InvalidRequest, WeightSyncError) as error:  # e.g. pruned: wait for a newer one
+        except (InvalidMessage, WeightSyncError) as error:  # e.g. pruned: wait for a newer one
             self._unloadable = version
             log.warning("cannot catch up", extra={"version": version, "error": str(error)})
 
@@ -313,6 +316,7 @@ def _fail(grpc_context: Any, code: grpc.StatusCode, error: Exception) -> None:
 def build_app(args: RayRolloutArgs | dict[str, Any]) -> Any:
     """The Serve application: the `Rollout` deployment with the asked autoscaling and resources.
     Ray calls it with the `args` of `serve run`/serveConfigV2 (a dict)."""
+    # deferred: heavy or optional (ray)
     from ray import serve
 
     config = RayRolloutArgs.model_validate(args)

@@ -23,10 +23,8 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from skillfactory.serving.logs import bind_run_id
@@ -40,6 +38,7 @@ from skillfactory.tasks import (
     grade,
 )
 from skillfactory.v1 import data_pb2, reward_pb2, reward_pb2_grpc
+from skillfactory.wire.messages import problem_from_proto
 
 log = logging.getLogger(__name__)
 
@@ -101,29 +100,6 @@ class RecordError(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def problem_from_proto(message: data_pb2.Problem) -> Problem:
-    """The library's problem from its protobuf form; Struct numbers that are integral become ints."""
-    data = {key: _plain(value) for key, value in message.data.fields.items()}
-    return Problem(message.id, message.task, message.question, message.answer, data)
-
-
-def _plain(value: struct_pb2.Value) -> Any:
-    """A Struct value as plain Python (read field by field: the Struct mapping helpers are slow)."""
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        number = value.number_value
-        return int(number) if number.is_integer() else number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "list_value":
-        return [_plain(inner) for inner in value.list_value.values]
-    if kind == "struct_value":
-        return {key: _plain(inner) for key, inner in value.struct_value.fields.items()}
-    if kind == "bool_value":
-        return value.bool_value
-    return None
 
 
 def _task_of(name: str) -> Task:

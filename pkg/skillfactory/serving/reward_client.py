@@ -16,8 +16,8 @@ import grpc
 from skillfactory.engines.base import Completion
 from skillfactory.serving.auth import bearer_metadata
 from skillfactory.tasks import Problem
-from skillfactory.train.rollout_task import problem_to_proto
 from skillfactory.v1 import reward_pb2, reward_pb2_grpc
+from skillfactory.wire.messages import problem_to_proto
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 - `Generate` answers `n` completions (token ids, behaviour logprobs, policy version) per prompt.
 - `GenerateStream` sends each prompt's completions as soon as the engine call holding it is done;
   prompts go to the engine in chunks of at most `max_batch_size` rows (`n` rows per prompt).
-- `UpdateWeights` takes a weight-store notice (`skillfactory.train.weight_store`): the folder's
+- `UpdateWeights` takes a weight-store notice (`skillfactory.wire.weight_store`): the folder's
   checksum is verified first (outside the lock, so generation goes on meanwhile), then the engine
   loads it under the engine lock, i.e. between two engine calls. A notice whose version is not
   newer than the engine's is a no-op that answers the current version (notices may be re-sent or
@@ -11,7 +11,7 @@
   answer FAILED_PRECONDITION with the reason and leave the engine as it was.
 - `GetPolicyVersion` answers the version in use and the model's name (-1: no model yet).
 - `generate_task` is the engine call of the service's sampler workers
-  (`skillfactory.train.sampler_worker`): the `EngineSlot` builds the engine on the task's model
+  (`skillfactory.rollout.worker`): the `EngineSlot` builds the engine on the task's model
   (a service may start without one), rebuilds it for a new learner epoch, and catches up to the
   newest weights the learner published before sampling.
 
@@ -45,28 +45,21 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from skillfactory.engines.base import Completion, Engine, Prompt, SamplingParams
-from skillfactory.engines.slot import EngineFactory, EngineSlot, NoModelLoaded
+from skillfactory.rollout.engine_slot import EngineFactory, EngineSlot, NoModelLoaded
 from skillfactory.serving.logs import bind_run_id
 from skillfactory.serving.server import ServiceServer, ServingConfig
 from skillfactory.v1 import data_pb2, rollout_pb2, rollout_pb2_grpc
+from skillfactory.wire.messages import InvalidMessage, completion_to_proto, sampling_from_proto
+from skillfactory.wire.weight_store import TornWeights, verify
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "skillfactory.v1.Rollout"
 """Fully qualified service name, as the health service reports it."""
 
-MAX_N = 1024
-"""Most completions one prompt may ask for."""
-
 GENERATE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-
-FINISH_TO_PROTO = {
-    "stop": data_pb2.FINISH_REASON_STOP,
-    "length": data_pb2.FINISH_REASON_LENGTH,
-    "abort": data_pb2.FINISH_REASON_ABORT,
-}
 
 
 class RolloutMetrics:
@@ -126,7 +119,7 @@ class RolloutMetrics:
         )
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(InvalidMessage):
     """A request that cannot be served as asked (answered INVALID_ARGUMENT)."""
 
 
@@ -136,59 +129,6 @@ class WeightSyncError(RuntimeError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def sampling_from_proto(message: data_pb2.SamplingParams | None, n: int) -> SamplingParams:
-    """Engine sampling parameters from their protobuf form. Fields left at zero where zero is not
-    a valid value (top_p, repetition_penalty, max_tokens) take the engine defaults, as does n 0;
-    temperature 0 is greedy and top_k 0 means no limit. Raises `InvalidRequest` for values out of range."""
-    defaults = SamplingParams()
-    n = n or 1  # unset
-    if not 1 <= n <= MAX_N:
-        raise InvalidRequest(f"n must be between 1 and {MAX_N}, got {n}")
-    if message is None:
-        return SamplingParams(n=n)
-    try:
-        return SamplingParams(
-            n=n,
-            temperature=message.temperature,
-            top_p=message.top_p or defaults.top_p,
-            top_k=int(message.top_k),
-            repetition_penalty=message.repetition_penalty or defaults.repetition_penalty,
-            max_tokens=int(message.max_tokens) or defaults.max_tokens,
-            stop=tuple(message.stop),
-            seed=int(message.seed) if message.HasField("seed") else None,
-        )
-    except ValueError as error:
-        raise InvalidRequest(f"sampling: {error}") from None
-
-
-def sampling_to_proto(params: SamplingParams) -> data_pb2.SamplingParams:
-    """The protobuf form of engine sampling parameters (`n` travels in the request)."""
-    message = data_pb2.SamplingParams(
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        repetition_penalty=params.repetition_penalty,
-        max_tokens=params.max_tokens,
-        stop=list(params.stop),
-    )
-    if params.seed is not None:
-        message.seed = params.seed
-    return message
-
-
-def completion_to_proto(completion: Completion) -> data_pb2.Completion:
-    return data_pb2.Completion(
-        text=completion.text,
-        token_ids=completion.token_ids,
-        logprobs=completion.logprobs,
-        policy_version=completion.policy_version,
-        finish_reason=FINISH_TO_PROTO.get(
-            completion.finish_reason, data_pb2.FINISH_REASON_UNSPECIFIED
-        ),
-        prompt_token_ids=completion.prompt_token_ids,
-    )
 
 
 def prompts_of(request: rollout_pb2.GenerateRequest) -> list[Prompt]:
@@ -311,8 +251,6 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
 
     def update_weights(self, update: data_pb2.WeightUpdate) -> rollout_pb2.UpdateWeightsResponse:
         """Verify and load a published version (see the module notes); raises `WeightSyncError`."""
-        from skillfactory.train.weight_store import TornWeights, verify
-
         if update.version < 0:
             raise InvalidRequest(f"version must be ≥ 0, got {update.version}")
         current = self.engine.policy_version
@@ -355,7 +293,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         with bind_run_id(request.run_id or None):
             try:
                 return self.generate(request)
-            except InvalidRequest as error:
+            except InvalidMessage as error:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             except NoModelLoaded as error:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
@@ -367,7 +305,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         with bind_run_id(request.run_id or None):
             try:
                 yield from self.generate_stream(request, context)
-            except InvalidRequest as error:
+            except InvalidMessage as error:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             except NoModelLoaded as error:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
@@ -379,7 +317,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         with bind_run_id(update.run_id or None):
             try:
                 return self.update_weights(update)
-            except InvalidRequest as error:
+            except InvalidMessage as error:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             except WeightSyncError as error:
                 log.warning("weight update refused", extra={"error": str(error)})

@@ -11,11 +11,12 @@ the last line written (a torn last line is skipped). Times are UNIX seconds.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from skillfactory.files import write_json_atomically
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "PENDING",
@@ -98,12 +99,7 @@ class RunStore:
         """Atomically rewrite the run's status (not its events)."""
         folder = self._dir(record.run_id)
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / "status.json.tmp"
-        with temporary.open("w", encoding="utf-8") as sink:
-            json.dump(record.status_dict(), sink, indent=1)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(temporary, folder / "status.json")
+        write_json_atomically(folder / "status.json", record.status_dict(), indent=1, durable=True)
 
     def append_event(self, run_id: str, event: RunEventRecord) -> None:
         folder = self._dir(run_id)

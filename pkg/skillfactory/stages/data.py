@@ -19,7 +19,6 @@ writes `sft.jsonl` and `summary.json` itself either way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -40,6 +39,7 @@ from skillfactory.compose import compose as compose_in_process
 from skillfactory.engines import Completion, Engine, SamplingParams
 from skillfactory.engines.base import ChatMessage
 from skillfactory.engines.setup import sampling_params
+from skillfactory.files import write_text_atomically
 from skillfactory.parsing import last_block, parse_verdict
 from skillfactory.prompts import (
     ANSWER_OPENER,
@@ -48,7 +48,9 @@ from skillfactory.prompts import (
     prompt_for_variant,
     reflection_prompt,
 )
+from skillfactory.run_folder import run_dir
 from skillfactory.runspec import DataSpec, RunSpec
+from skillfactory.seeds import data_stage_seed, derived_seed
 from skillfactory.tasks import Problem, Task, get_task, grade
 
 SAMPLES_FILE = "samples.jsonl"
@@ -65,18 +67,12 @@ ComposeFunction = Callable[
 
 def data_dir(spec: RunSpec) -> Path:
     """Where stage 1 of this run writes its dataset."""
-    return Path(spec.output_dir) / spec.name / "data"
+    return run_dir(spec) / "data"
 
 
-def stage_seed(spec: RunSpec) -> int:
-    """The seed of stage 1: its own when set, else the run's."""
-    return spec.data.seed if spec.data.seed is not None else spec.seed
-
-
-def derived_seed(seed: int, *parts: object) -> int:
-    """A stable 63-bit seed from a base seed and labels (not Python's salted `hash`)."""
-    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+def sft_dataset_path(spec: RunSpec) -> Path:
+    """The silver SFT chats stage 1 of this run writes."""
+    return data_dir(spec) / SFT_FILE
 
 
 def solve_variants(data: DataSpec) -> list[str]:
@@ -167,7 +163,7 @@ class Stage1:
         self.engine = engine
         self.compose: ComposeFunction = compose or compose_in_process
         self.task: Task = get_task(spec.data.task)
-        self.seed = stage_seed(spec)
+        self.seed = data_stage_seed(spec)
         self.out = data_dir(spec)
         self.chunk_size = chunk_size(spec.data, max_batch_rows)
 
@@ -350,13 +346,6 @@ def append_records(path: Path, records: list[dict[str, Any]]) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` through a temporary file and a rename."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -1,55 +1,69 @@
-"""Stage 3 in one process: a sampler thread and the learner, overlapping through a queue.
+"""Stage 3: asynchronous off-policy GRPO — samplers and the learner overlapping through a queue.
 
-The sampler (`skillfactory.train.sampler`) admits prompts under the staleness bound, samples and
-grades groups with the engine and queues them; the learner (this thread) pulls groups, trains a
-step on every `prompts_per_step` accepted ones, hands the new weights to the engine in process
-(`load_weights`, between two generate calls) and checkpoints every `save_steps`.
+The loop reads as its parts:
+
+    intake.pull()                       groups from the queue: considered, accepted or refused
+    batch = intake.next_batch(…)        `prompts_per_step` accepted groups, in arrival order
+    record = learner.train_step(batch)  one policy version (`skillfactory.train.learner`)
+    publish(rollouts, learner)          the new weights to the samplers
+    steps_log.write(record)             one line of `steps.jsonl`
+    maybe_checkpoint(…)                 every `save_steps`: a checkpoint, then the acks it covers
+
+The samplers are a thread of this process (`EmbeddedRollouts`) or the sampler workers of rollout
+services (`RemoteRollouts`, distributed mode); see `skillfactory.stages.rollouts`.
 
 Outputs under `<output_dir>/<run>/grpo/`: `checkpoints/step-<v>/` (model, optimizer, scheduler,
-RNG, counters), `steps.jsonl` (one line per step: version, loss, reward, staleness, the group ids
-trained), `model/` (the final HF model folder) and `summary.json`. A re-run resumes from the
-latest checkpoint: the version sequence continues, the steps after it (never checkpointed, so
-undone) are dropped from `steps.jsonl`, and prompts already trained are never drawn again.
-Queue entries are acked only once a checkpoint covers them.
+RNG, counters), `steps.jsonl` (one `StepRecord` per step), `model/` (the final HF model folder)
+and `summary.json`. A re-run resumes from the latest checkpoint: the version sequence continues,
+the steps after it (never checkpointed, so undone) are dropped from `steps.jsonl`, and prompts
+already trained are never drawn again. Queue entries are acked only once a checkpoint covers them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from skillfactory.engines.base import Engine, SamplingParams
+import torch
+
+from skillfactory.engines.base import Engine
 from skillfactory.engines.setup import engine_batch_rows
 from skillfactory.group import Group
-from skillfactory.queue import Queue, open_queue, read_messages
+from skillfactory.queue import Queue, UndecodablePayload, open_queue, read_messages
+from skillfactory.rollout.feeder import PROMPTS_STREAM, SAMPLERS_GROUP
+from skillfactory.rollout.sampler import GROUPS_STREAM, PromptStream, prompt_fits
+from skillfactory.rollout.scoring import GroupScorer, local_scorer
+from skillfactory.run_folder import run_dir
 from skillfactory.runspec import RunSpec
-from skillfactory.stages.data import derived_seed
+from skillfactory.seeds import derived_seed
 from skillfactory.stages.rollouts import Cluster, EmbeddedRollouts, RemoteRollouts, Rollouts
-from skillfactory.tasks import get_task
-from skillfactory.train.ranks import LeaderLearner, leader
-from skillfactory.train.sampler import (
-    GROUPS_STREAM,
-    PromptStream,
-    Score,
-    correctness_reward,
-    too_long,
-)
+from skillfactory.tasks import Problem, get_task
+from skillfactory.train.learner import Learner, LearnerCounters
+from skillfactory.train.learner_setup import load_tokenizer, pad_token_id, setup_learner
+from skillfactory.train.ranks import RankGroup, leading
 from skillfactory.train.staleness import AdmissionController
+from skillfactory.train.step_record import QueueLevel, StepRecord
 from skillfactory.v1 import data_pb2
+from skillfactory.wire.messages import group_from_proto
+
+log = logging.getLogger(__name__)
 
 STEPS_FILE = "steps.jsonl"
 SUMMARY_FILE = "summary.json"
+MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
 LEARNER_GROUP = "learner"
 LEARNER_ID = "learner-0"
 
 
 def grpo_dir(spec: RunSpec) -> Path:
     """Where stage 3 of this run writes."""
-    return Path(spec.output_dir) / spec.name / "grpo"
+    return run_dir(spec) / "grpo"
 
 
 def grpo_task_name(spec: RunSpec) -> str:
@@ -57,20 +71,10 @@ def grpo_task_name(spec: RunSpec) -> str:
     return spec.grpo.task or spec.data.task
 
 
-def rollout_params(spec: RunSpec) -> SamplingParams:
-    """Sampling of GRPO rollouts: the spec's temperature/top-p, no penalty, group_size samples."""
-    return SamplingParams(
-        n=spec.grpo.group_size,
-        temperature=spec.grpo.temperature,
-        top_p=spec.grpo.top_p,
-        max_tokens=spec.grpo.max_response_length,
-    )
-
-
 class StalledRun(RuntimeError):
     """The learner refused every group for a long time: nothing can train."""
 
-    def __init__(self, refused: int, counters: Any) -> None:
+    def __init__(self, refused: int, counters: LearnerCounters) -> None:
         super().__init__(
             f"the learner refused the last {refused} groups (too stale: "
             f"{counters.dropped_stale}, zero reward variance: {counters.dropped_zero_variance} in "
@@ -79,9 +83,117 @@ class StalledRun(RuntimeError):
         )
 
 
+class NoPromptFits(ValueError):
+    """Every GRPO prompt is longer than `grpo.max_prompt_length`."""
+
+
 def max_refused_in_a_row(spec: RunSpec) -> int:
     """Groups refused in a row after which the run stops as stalled (20 steps' worth)."""
     return max(256, 20 * spec.grpo.prompts_per_step)
+
+
+class GroupIntake:
+    """Groups from the queue to the learner: which to consider (asked for by this learner, prompt
+    neither trained on nor already waiting), which the learner accepts, and which entries a
+    checkpoint may ack."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        learner: Learner,
+        rollouts: Rollouts,
+        admission: AdmissionController,
+        max_refused: int,
+    ) -> None:
+        self.queue = queue
+        self.learner = learner
+        self.rollouts = rollouts
+        self.admission = admission
+        self.max_refused = max_refused
+        self.waiting: list[tuple[str, Group]] = []
+        """Accepted groups not trained yet, with their queue entry ids."""
+        self.unacked: list[str] = []
+        """Entries trained on or refused since the last checkpoint."""
+        self.duplicates = 0
+        """Groups dropped because their prompt was already trained on or waiting (a reclaimed
+        rollout task's second group)."""
+        self.undecodable = 0
+        """Queue entries that were not a readable group (acked away and counted)."""
+        self.refused_in_a_row = 0
+        self.wait_seconds = 0.0
+        """Time spent waiting for the queue."""
+
+    def wanted(self, group: Group) -> bool:
+        """Whether a queued group may be considered at all."""
+        if not self.rollouts.owns(group):
+            return False
+        index = group.prompt_index
+        if self.learner.is_done(index) or any(g.prompt_index == index for _, g in self.waiting):
+            self.duplicates += 1
+            return False
+        return True
+
+    def pull(self, timeout_s: float = 0.2) -> None:
+        """Take what the queue has (waiting up to `timeout_s`) and sort it."""
+        waited = time.perf_counter()
+        entries = self.queue.get(GROUPS_STREAM, LEARNER_GROUP, LEARNER_ID, 64, timeout_s)
+        self.wait_seconds += time.perf_counter() - waited
+        for entry_id, group in self._decode(entries):
+            if not self.wanted(group):
+                self.queue.ack(GROUPS_STREAM, LEARNER_GROUP, [entry_id])
+            else:
+                self._consider(entry_id, group)
+
+    def _decode(self, entries: list[Any]) -> list[tuple[str, Group]]:
+        try:
+            messages = read_messages(entries, data_pb2.Group)
+        except UndecodablePayload as error:
+            self.undecodable += len(error.bad)
+            log.error("dropping undecodable groups", extra={"entries": [e.id for e in error.bad]})
+            self.queue.ack(GROUPS_STREAM, LEARNER_GROUP, [e.id for e in error.bad])
+            messages = error.good
+        return [(entry.id, group_from_proto(message)) for entry, message in messages]
+
+    def _consider(self, entry_id: str, group: Group) -> None:
+        accepted = self.learner.accepts(group)
+        self.admission.on_group_done(accepted)
+        self.refused_in_a_row = 0 if accepted else self.refused_in_a_row + 1
+        if self.refused_in_a_row > self.max_refused:
+            raise StalledRun(self.refused_in_a_row, self.learner.counters)
+        if accepted:
+            self.waiting.append((entry_id, group))
+        else:
+            self.unacked.append(entry_id)
+
+    def next_batch(self, size: int) -> list[Group]:
+        """The next `size` accepted groups (their entries wait for the next checkpoint's ack), or
+        nothing while fewer are waiting."""
+        if len(self.waiting) < size:
+            return []
+        batch, self.waiting = self.waiting[:size], self.waiting[size:]
+        self.unacked += [entry_id for entry_id, _ in batch]
+        return [group for _, group in batch]
+
+    def ack_covered(self) -> None:
+        """Ack every entry trained on or refused so far (a checkpoint now covers them)."""
+        self.queue.ack(GROUPS_STREAM, LEARNER_GROUP, self.unacked)
+        self.unacked = []
+
+
+class StepLog:
+    """`steps.jsonl`: one `StepRecord` per line. Opening it drops the lines past the version the
+    learner resumed from (steps a resume undid)."""
+
+    def __init__(self, path: Path, version: int) -> None:
+        self.rolled_back = keep_steps_up_to(path, version)
+        self._file: IO[str] = path.open("a")
+
+    def write(self, record: StepRecord) -> None:
+        self._file.write(json.dumps(record.to_json()) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def keep_steps_up_to(path: Path, version: int) -> int:
@@ -94,8 +206,16 @@ def keep_steps_up_to(path: Path, version: int) -> int:
     return len(lines) - len(kept)
 
 
+def publish(rollouts: Rollouts, learner: Learner) -> float:
+    """Hand the learner's new weights to the samplers; returns the seconds it took."""
+    started = time.perf_counter()
+    rollouts.publish(learner)
+    return time.perf_counter() - started
+
+
 class GRPOStage:
-    """Runs stage 3 of a spec from `model` (a local HF folder) with an engine on the same model."""
+    """Runs stage 3 of a spec from `model` (a local HF folder) with an engine on the same model
+    (embedded) or the rollout services of a `Cluster`."""
 
     def __init__(
         self,
@@ -105,192 +225,199 @@ class GRPOStage:
         *,
         queue: Queue | None = None,
         out: Path | None = None,
-        score: Score | None = None,
+        score: GroupScorer | None = None,
         cluster: Cluster | None = None,
+        ranks: RankGroup | None = None,
     ) -> None:
         self.spec = spec
         self.model_path = str(model)
         self.engine_factory = engine_factory
         self.cluster = cluster
-        self.queue = queue or open_queue(cluster.queue if cluster is not None else spec.queue)
+        self.ranks = leading(ranks)
+        self._queue = queue
         self.out = out or grpo_dir(spec)
         self.seed = derived_seed(spec.seed, "grpo")
         self.task = get_task(grpo_task_name(spec))
-        self.score = score or correctness_reward(self.task)
-        self.duplicates = 0
-        """Groups dropped because their prompt was already trained on or waiting (a reclaimed
-        rollout task's second group)."""
+        self.score = score or local_scorer()
+        self.tokenizer: Any = None
 
-    def build_learner(self) -> Any:
-        """The learner on the model, resumed from the latest checkpoint when there is one."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    @property
+    def queue(self) -> Queue:
+        """The queue between the samplers and the learner (opened on first use)."""
+        if self._queue is None:
+            self._queue = open_queue(self.cluster.queue if self.cluster else self.spec.queue)
+        return self._queue
 
-        from skillfactory.train.learner import GRPOLearner, latest_checkpoint
+    # outputs --------------------------------------------------------------------------------
 
-        torch.manual_seed(self.seed)
-        tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
-        model.to(device)
-        ref: Any = None
-        if self.spec.grpo.kl_beta > 0:
-            ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
-            ref.to(device)
-            ref.eval().requires_grad_(False)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        learner = GRPOLearner(model, self.spec.grpo, pad_token_id=pad, ref_model=ref)
-        self.tokenizer = tokenizer
-        checkpoint = latest_checkpoint(self.out / "checkpoints")
-        if checkpoint is not None:
-            learner.load_checkpoint(checkpoint)
-        return learner
+    def model_dir(self) -> Path:
+        """The final model folder."""
+        return self.out / MODEL_DIR
 
-    def wanted(
-        self, group: Group, rollouts: Rollouts, learner: Any, waiting: list[tuple[str, Group]]
-    ) -> bool:
-        """Whether a queued group may be considered at all: asked for by this learner, and its
-        prompt neither trained on nor already waiting."""
-        if not rollouts.owns(group):
+    def is_finished(self) -> bool:
+        """Whether a previous run of this stage trained every step and saved the model."""
+        summary = self.out / SUMMARY_FILE
+        if not summary.exists() or not (self.model_dir() / "config.json").exists():
             return False
-        index = group.prompt_index
-        if learner.is_done(index) or any(g.prompt_index == index for _, g in waiting):
-            self.duplicates += 1
-            return False
-        return True
+        return int(json.loads(summary.read_text()).get("steps", 0)) >= self.spec.grpo.steps
 
-    def split_cores(self) -> tuple[int | None, int | None]:
-        """Torch threads of the sampler and the learner. When they overlap on a CPU
-        (`max_staleness > 0`) the cores are split between them, so that two thread teams do not
-        fight over the same cores; synchronous runs take turns and keep the default."""
-        import torch
+    def summary(self) -> dict[str, Any]:
+        """What the last run of this stage wrote to `summary.json`."""
+        result: dict[str, Any] = json.loads((self.out / SUMMARY_FILE).read_text())
+        return result
 
-        cores = torch.get_num_threads()
-        if self.spec.grpo.max_staleness == 0 or torch.cuda.is_available() or cores < 2:
-            return None, None
-        return cores // 2, cores - cores // 2
+    # parts ----------------------------------------------------------------------------------
 
-    def run(self, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Train until `grpo.steps` versions exist; returns the summary."""
+    def build_learner(self) -> Learner:
+        """The learner on the model, resumed from the latest checkpoint when there is one (rank 0
+        of several first tells the other ranks to build the same one)."""
+        self.tokenizer = load_tokenizer(self.model_path)
+        pad = pad_token_id(self.tokenizer)
+        checkpoints = self.out / CHECKPOINTS_DIR
+        if self.ranks is not None:
+            grpo = self.spec.grpo.model_dump_json()
+            self.ranks.tell("grpo", grpo, self.model_path, str(checkpoints), self.seed, pad)
+        return setup_learner(
+            self.spec.grpo,
+            self.model_path,
+            checkpoints,
+            seed=self.seed,
+            pad_token_id=pad,
+            ranks=self.ranks,
+            run_id=self.spec.name,
+        )
+
+    def problems(self) -> list[Problem]:
+        """The problems of the prompt stream: the task's, minus those whose prompt is too long."""
+        fits = prompt_fits(self.tokenizer, self.spec.grpo.max_prompt_length)
+        problems = self.task.problems(self.spec.grpo.num_problems, seed=self.seed)
+        kept = [problem for problem in problems if fits(problem)]
+        if not kept:
+            raise NoPromptFits(
+                f"every {self.task.name} prompt is longer than grpo.max_prompt_length "
+                f"({self.spec.grpo.max_prompt_length} tokens)"
+            )
+        if len(kept) < len(problems):
+            log.info("prompts too long left out", extra={"prompts": len(problems) - len(kept)})
+        return kept
+
+    def admission(self, learner: Learner) -> AdmissionController:
+        """The staleness bound on what the samplers may be asked for, resumed with the learner."""
         spec = self.spec.grpo
-        started = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        ranks = leader()
-        if ranks is not None:
-            ranks.tell("grpo", self.spec.model_dump_json(), self.model_path, str(self.out))
-        learner = self.build_learner()
-        if ranks is not None:
-            learner = LeaderLearner(learner, ranks, self.spec.name)
-        resumed_from = learner.version
-        rolled_back = keep_steps_up_to(self.out / STEPS_FILE, learner.version)
-        problems = self.task.problems(spec.num_problems, seed=self.seed)
-        admission = AdmissionController(
+        return AdmissionController(
             spec.prompts_per_step,
             spec.max_staleness,
             version=learner.version,
             accepted=learner.counters.groups_trained,
             limit=spec.steps * spec.prompts_per_step,
         )
-        prompts = PromptStream(problems, skip=learner.is_done)
-        sampler_threads, learner_threads = self.split_cores()
-        if self.cluster is None:
-            rollouts: Rollouts = EmbeddedRollouts(
-                self.spec,
-                self.engine_factory(self.model_path),
-                self.score,
-                prompts,
-                admission,
-                self.queue,
-                learner=learner,
-                prompts_per_call=max(1, min(spec.prompts_per_step, engine_rows(self.spec))),
-                seed=self.seed,
-                threads=sampler_threads,
-            )
-        else:
+
+    def setup_rollouts(
+        self, learner: Learner, prompts: PromptStream, admission: AdmissionController
+    ) -> tuple[Rollouts, int | None]:
+        """The sampling side, and the torch threads the learner keeps (None: unchanged)."""
+        if self.cluster is not None:
             restart_leftovers(self.queue)
-            rollouts = RemoteRollouts(
-                self.spec,
-                self.cluster,
-                self.model_path,
-                prompts,
-                admission,
-                self.queue,
-                learner=learner,
+            remote = RemoteRollouts(
+                self.spec, self.cluster, self.model_path, prompts, admission, self.queue, learner
             )
-            learner_threads = None
+            return remote, None
+        sampler_threads, learner_threads = self.split_cores()
+        embedded = EmbeddedRollouts(
+            self.spec,
+            self.engine_factory(self.model_path),
+            self.score,
+            prompts,
+            admission,
+            self.queue,
+            learner=learner,
+            prompts_per_call=max(1, min(self.spec.grpo.prompts_per_step, engine_rows(self.spec))),
+            seed=self.seed,
+            threads=sampler_threads,
+        )
+        return embedded, learner_threads
+
+    def split_cores(self) -> tuple[int | None, int | None]:
+        """Torch threads of the sampler and the learner. When they overlap on a CPU
+        (`max_staleness > 0`) the cores are split between them, so that two thread teams do not
+        fight over the same cores; synchronous runs take turns and keep the default."""
+        cores = torch.get_num_threads()
+        if self.spec.grpo.max_staleness == 0 or torch.cuda.is_available() or cores < 2:
+            return None, None
+        return cores // 2, cores - cores // 2
+
+    def train(
+        self, learner: Learner, batch: list[Group], rollouts: Rollouts, intake: GroupIntake
+    ) -> StepRecord:
+        """One step on `batch`, the weights published, and the step's record completed."""
+        record = learner.train_step(batch)
+        synced = publish(rollouts, learner)
+        intake.admission.on_version(learner.version)
+        return replace(
+            record,
+            weight_sync_seconds=synced,
+            dropped_stale=learner.counters.dropped_stale,
+            dropped_zero_variance=learner.counters.dropped_zero_variance,
+            duplicate_groups=intake.duplicates,
+            queue=queue_levels(self.queue),
+        )
+
+    def maybe_checkpoint(self, learner: Learner, intake: GroupIntake) -> None:
+        """Every `save_steps` and at the last step: a checkpoint, then the acks it covers."""
+        spec = self.spec.grpo
+        if learner.version % spec.save_steps == 0 or learner.version == spec.steps:
+            learner.save_checkpoint(self.out / CHECKPOINTS_DIR)
+            intake.ack_covered()
+
+    # the loop -------------------------------------------------------------------------------
+
+    def run(self, on_step: Callable[[StepRecord], None] | None = None) -> dict[str, Any]:
+        """Train until `grpo.steps` versions exist; returns the summary."""
+        spec = self.spec.grpo
+        started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        learner = self.build_learner()
+        resumed_from = learner.version
+        steps_log = StepLog(self.out / STEPS_FILE, learner.version)
+        admission = self.admission(learner)
+        rollouts, learner_threads = self.setup_rollouts(
+            learner, PromptStream(self.problems(), skip=learner.is_done), admission
+        )
+        intake = GroupIntake(
+            self.queue, learner, rollouts, admission, max_refused_in_a_row(self.spec)
+        )
         restore_threads = set_threads(learner_threads)
         rollouts.start()
-        steps_log = (self.out / STEPS_FILE).open("a")
-        wait_seconds = 0.0
-        refused_in_a_row = 0
         try:
-            waiting: list[tuple[str, Group]] = []
-            unacked: list[str] = []
             while learner.version < spec.steps:
-                waited = time.perf_counter()
-                entries = self.queue.get(GROUPS_STREAM, LEARNER_GROUP, LEARNER_ID, 64, 0.2)
-                wait_seconds += time.perf_counter() - waited
+                intake.pull()
                 if rollouts.error is not None:
                     raise RuntimeError("the sampler failed") from rollouts.error
-                for entry, message in read_messages(entries, data_pb2.Group):
-                    group = Group.from_proto(message)
-                    if not self.wanted(group, rollouts, learner, waiting):
-                        self.queue.ack(GROUPS_STREAM, LEARNER_GROUP, [entry.id])
-                        continue
-                    accepted = not too_long(group, spec.max_prompt_length) and learner.accepts(
-                        group
-                    )
-                    admission.on_group_done(accepted)
-                    refused_in_a_row = 0 if accepted else refused_in_a_row + 1
-                    if refused_in_a_row > max_refused_in_a_row(self.spec):
-                        raise StalledRun(refused_in_a_row, learner.counters)
-                    if accepted:
-                        waiting.append((entry.id, group))
-                    else:
-                        unacked.append(entry.id)
-                while len(waiting) >= spec.prompts_per_step and learner.version < spec.steps:
-                    batch, waiting = (
-                        waiting[: spec.prompts_per_step],
-                        waiting[spec.prompts_per_step :],
-                    )
-                    metrics = learner.train_step([g for _, g in batch])
-                    synced = time.perf_counter()
-                    rollouts.publish(learner)
-                    admission.on_version(learner.version)
-                    record = {
-                        **metrics.to_dict(),
-                        "weight_sync_seconds": time.perf_counter() - synced,
-                        "dropped_stale": learner.counters.dropped_stale,
-                        "dropped_zero_variance": learner.counters.dropped_zero_variance,
-                        "duplicate_groups": self.duplicates,
-                        "queue": queue_levels(self.queue),
-                    }
-                    steps_log.write(json.dumps(record) + "\n")
-                    steps_log.flush()
-                    unacked += [entry_id for entry_id, _ in batch]
-                    if learner.version % spec.save_steps == 0 or learner.version == spec.steps:
-                        learner.save_checkpoint(self.out / "checkpoints")
-                        self.queue.ack(GROUPS_STREAM, LEARNER_GROUP, unacked)
-                        unacked = []
+                while learner.version < spec.steps and (
+                    batch := intake.next_batch(spec.prompts_per_step)
+                ):
+                    record = self.train(learner, batch, rollouts, intake)
+                    steps_log.write(record)
+                    self.maybe_checkpoint(learner, intake)
                     if on_step is not None:
                         on_step(record)
-            final_weights = learner.weights()
+            learner.save_model(self.model_dir())
         finally:
             admission.close()
             rollouts.close()
             steps_log.close()
             set_threads(restore_threads)
-            if ranks is not None:
-                ranks.tell("end")
-        learner.model.save_pretrained(self.out / "model", state_dict=final_weights)
-        self.tokenizer.save_pretrained(self.out / "model")
+            if self.ranks is not None:
+                self.ranks.tell("end")
+        self.tokenizer.save_pretrained(self.model_dir())
         summary = {
             "steps": learner.version,
             "resumed_from_version": resumed_from,
-            "steps_rolled_back": rolled_back,
+            "steps_rolled_back": steps_log.rolled_back,
             "groups_sampled": rollouts.groups_asked,
-            "duplicate_groups": self.duplicates,
-            "learner_wait_seconds": round(wait_seconds, 2),
+            "duplicate_groups": intake.duplicates,
+            "undecodable_groups": intake.undecodable,
+            "learner_wait_seconds": round(intake.wait_seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "learner_ranks": learner.world_size,
             **{k: v for k, v in asdict(learner.counters).items() if k != "done_prompts"},
@@ -309,17 +436,12 @@ def restart_leftovers(queue: Queue) -> int:
     return dropped
 
 
-def queue_levels(queue: Queue) -> dict[str, dict[str, int]]:
+def queue_levels(queue: Queue) -> dict[str, QueueLevel]:
     """Depth (not yet delivered) and pending (delivered, not acked) of the GRPO streams."""
-    from skillfactory.train.rollout_task import PROMPTS_STREAM, SAMPLERS_GROUP
-
     levels = {}
     for stream, group in ((GROUPS_STREAM, LEARNER_GROUP), (PROMPTS_STREAM, SAMPLERS_GROUP)):
         try:
-            levels[stream] = {
-                "depth": queue.depth(stream, group),
-                "pending": queue.pending(stream, group),
-            }
+            levels[stream] = QueueLevel(queue.depth(stream, group), queue.pending(stream, group))
         except Exception:  # a stream nobody created yet (embedded mode has no prompts stream)
             continue
     return levels
@@ -329,8 +451,6 @@ def set_threads(threads: int | None) -> int | None:
     """Set this thread's torch threads; returns the previous count (None: nothing changed)."""
     if threads is None:
         return None
-    import torch
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     return previous

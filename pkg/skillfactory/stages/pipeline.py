@@ -1,4 +1,4 @@
-"""The embedded pipeline: a run spec's stages in order, in one process.
+"""The pipeline: a run spec's stages in order.
 
     data (stage 1) → sft (stage 2) → grpo (stage 3) → eval
 
@@ -6,10 +6,10 @@ Baselines change the chain (design §1): `rl-only` skips data and SFT and runs G
 model; `star` composes correct-only traces (STaR) for SFT, then GRPO; `distill` fine-tunes on
 `sft.dataset` instead of stage 1's output. Every stage writes under `<output_dir>/<run>/` and a
 re-run picks up where the last one stopped: stage 1 skips finished chunks, SFT and GRPO resume
-from their checkpoints, and a finished SFT or GRPO stage is not run again.
+from their checkpoints, and a finished SFT or GRPO stage is not run again. Each stage object says
+where its outputs are (`model_dir()`, `is_finished()`); the pipeline knows no stage's folders.
 
-Evaluation covers every model the run has: `base`, `sft` and `grpo` (the folders the stages
-wrote), on held-out problems.
+Evaluation covers every model the run has: `base`, `sft` and `grpo`, on held-out problems.
 """
 
 from __future__ import annotations
@@ -22,19 +22,25 @@ from typing import Any
 
 from skillfactory.engines.base import Engine
 from skillfactory.engines.setup import engine_batch_rows, spec_engine_factory
+from skillfactory.eval.harness import eval_dir, evaluate
+from skillfactory.models.registry import is_model_folder, resolve_model
+from skillfactory.run_folder import run_dir
 from skillfactory.runspec import RunSpec, Stage
+from skillfactory.stages.data import Stage1, sft_dataset_path
+from skillfactory.stages.events import (
+    DataProgress,
+    EvalTaskDone,
+    EventCallback,
+    GRPOStep,
+    StageFinished,
+    StageStarted,
+)
+from skillfactory.stages.grpo import GRPOStage
 from skillfactory.stages.rollouts import Cluster
-from skillfactory.train.ranks import leader
-
-EventCallback = Callable[[str, dict[str, Any]], None]
-"""Called with (stage, event) as stages start, progress and finish."""
+from skillfactory.stages.sft import SFTStage
+from skillfactory.train.ranks import RankGroup
 
 RESULT_FILE = "run.json"
-
-
-def run_dir(spec: RunSpec) -> Path:
-    """The folder of this run."""
-    return Path(spec.output_dir) / spec.name
 
 
 def effective_spec(spec: RunSpec) -> RunSpec:
@@ -65,19 +71,26 @@ class Pipeline:
         engine_factory: Callable[[str], Engine] | None = None,
         on_event: EventCallback | None = None,
         cluster: Cluster | None = None,
+        ranks: RankGroup | None = None,
     ) -> None:
-        from skillfactory.models.registry import resolve_model
-
         self.spec = effective_spec(spec)
         self.dir = run_dir(self.spec)
         self.engine_factory = engine_factory or spec_engine_factory(self.spec)
-        self.on_event = on_event or (lambda stage, event: None)
+        self.on_event: EventCallback = on_event or (lambda event: None)
         self.cluster = cluster
-        """Sampler workers of the distributed mode for GRPO (None: a sampler thread here)."""
+        """Sampler workers and composer of the distributed mode (None: everything here)."""
+        self.ranks = ranks
+        """The other processes of a torchrun learner, which SFT and GRPO bring along."""
         self.models: dict[str, str] = {"base": str(resolve_model(self.spec.model))}
         self.results: dict[str, Any] = {}
         self.seconds: dict[str, float] = {}
         """Wall seconds of each stage run."""
+        self.runners: dict[Stage, Callable[[], dict[str, Any]]] = {
+            "data": self.run_data,
+            "sft": self.run_sft,
+            "grpo": self.run_grpo,
+            "eval": self.run_eval,
+        }
 
     def run(self) -> dict[str, Any]:
         """Every stage to run, in order; returns `{stage: result}` (`run.json` also has the spec,
@@ -85,10 +98,10 @@ class Pipeline:
         self.dir.mkdir(parents=True, exist_ok=True)
         for stage in stages_to_run(self.spec):
             started = time.perf_counter()
-            self.on_event(stage, {"event": "started"})
-            self.results[stage] = getattr(self, f"run_{stage}")()
+            self.on_event(StageStarted(stage))
+            self.results[stage] = self.runners[stage]()
             self.seconds[stage] = round(time.perf_counter() - started, 2)
-            self.on_event(stage, {"event": "finished", "seconds": self.seconds[stage]})
+            self.on_event(StageFinished(stage, self.seconds[stage]))
             self._write_results()
         return self.results
 
@@ -101,99 +114,70 @@ class Pipeline:
         }
         (self.dir / RESULT_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
+    # the stages ---------------------------------------------------------------------------------
+
+    def sft_stage(self) -> SFTStage:
+        """Stage 2 on `sft.dataset` when set, else on stage 1's output."""
+        dataset = self.spec.sft.dataset
+        path = Path(dataset) if dataset is not None else sft_dataset_path(self.spec)
+        return SFTStage(self.spec, self.models["base"], path, ranks=self.ranks)
+
+    def grpo_stage(self) -> GRPOStage:
+        """Stage 3 from the SFT model when this run has one, else from the base model."""
+        sft_model = self.sft_stage().model_dir()
+        start = self.models["base"]
+        if self.spec.baseline != "rl-only" and is_model_folder(sft_model):
+            self.models.setdefault("sft", str(sft_model))
+            start = str(sft_model)
+        return GRPOStage(
+            self.spec, start, self.engine_factory, cluster=self.cluster, ranks=self.ranks
+        )
+
     def run_data(self) -> dict[str, Any]:
         """Stage 1: sample, reflect, filter, compose the silver SFT dataset (composed by the
-        cluster's composer service when it has one)."""
-        from skillfactory.stages.data import Stage1
-
+        cluster's composer when it has one)."""
         engine = self.engine_factory(self.models["base"])
-        composer = None
+        compose = self.cluster.compose if self.cluster is not None else None
         try:
-            if self.cluster and self.cluster.composer_address:
-                from skillfactory.serving.composer_client import ComposerClient
-
-                composer = ComposerClient(self.cluster.composer_address, self.cluster.token)
-            rows = engine_batch_rows(self.spec.engine)
-            compose = composer.compose if composer else None
-            return Stage1(self.spec, engine, max_batch_rows=rows, compose=compose).run(
-                lambda done, total, samples: self.on_event(
-                    "data", {"event": "progress", "done": done, "total": total}
-                )
+            stage = Stage1(
+                self.spec,
+                engine,
+                max_batch_rows=engine_batch_rows(self.spec.engine),
+                compose=compose,
             )
+            return stage.run(lambda done, total, _: self.on_event(DataProgress(done, total)))
         finally:
             engine.close()
-            if composer is not None:
-                composer.close()
-
-    def sft_dataset(self) -> Path:
-        """The chats SFT trains on: `sft.dataset` when set, else stage 1's output."""
-        from skillfactory.stages.data import SFT_FILE, data_dir
-
-        if self.spec.sft.dataset is not None:
-            return Path(self.spec.sft.dataset)
-        return data_dir(self.spec) / SFT_FILE
 
     def run_sft(self) -> dict[str, Any]:
         """Stage 2 with TRL's SFTTrainer; a finished SFT stage is reused."""
-        from skillfactory.train.sft import MODEL_DIR, RESULT_FILE, run_sft
-
-        out = self.dir / "sft"
-        if (out / RESULT_FILE).exists() and (out / MODEL_DIR / "config.json").exists():
-            result: dict[str, Any] = json.loads((out / RESULT_FILE).read_text())
-            result["reused"] = True
-        else:
-            arguments = (self.models["base"], str(self.sft_dataset()), str(out), self.spec.seed)
-            ranks = leader()
-            if ranks is not None:  # every rank of a torchrun learner trains its share
-                ranks.tell("sft", self.spec.sft.model_dump_json(), *arguments)
-            result = run_sft(self.spec.sft, *arguments).to_dict()
-        self.models["sft"] = str(out / MODEL_DIR)
+        stage = self.sft_stage()
+        result = stage.run()
+        self.models["sft"] = str(stage.model_dir())
         return result
 
-    def grpo_start_model(self) -> str:
-        """GRPO starts from the SFT model when this run has one, else from the base model."""
-        from skillfactory.train.sft import MODEL_DIR
-
-        sft_model = self.dir / "sft" / MODEL_DIR
-        if self.spec.baseline != "rl-only" and (sft_model / "config.json").exists():
-            self.models.setdefault("sft", str(sft_model))
-            return str(sft_model)
-        return self.models["base"]
-
     def run_grpo(self) -> dict[str, Any]:
-        """Stage 3: sampler and learner overlapping through the in-process queue."""
-        from skillfactory.stages.grpo import SUMMARY_FILE, GRPOStage, grpo_dir
-
-        out = grpo_dir(self.spec)
-        summary_path = out / SUMMARY_FILE
-        if summary_path.exists() and (out / "model" / "config.json").exists():
-            summary: dict[str, Any] = json.loads(summary_path.read_text())
-            if summary.get("steps", 0) >= self.spec.grpo.steps:
-                self.models["grpo"] = str(out / "model")
-                return {**summary, "reused": True}
-        stage = GRPOStage(
-            self.spec, self.grpo_start_model(), self.engine_factory, cluster=self.cluster
-        )
-        result = stage.run(lambda step: self.on_event("grpo", {"event": "step", **step}))
-        self.models["grpo"] = str(out / "model")
+        """Stage 3; a finished GRPO stage is reused."""
+        stage = self.grpo_stage()
+        if stage.is_finished():
+            result = {**stage.summary(), "reused": True}
+        else:
+            result = stage.run(lambda record: self.on_event(GRPOStep(record)))
+        self.models["grpo"] = str(stage.model_dir())
         return result
 
     def run_eval(self) -> dict[str, Any]:
         """Evaluate every model the run has on held-out problems."""
-        from skillfactory.eval.harness import evaluate
-
         for label, folder in (
-            ("sft", self.dir / "sft" / "model"),
-            ("grpo", self.dir / "grpo" / "model"),
+            ("sft", self.sft_stage().model_dir()),
+            ("grpo", self.grpo_stage().model_dir()),
         ):
-            if label not in self.models and (folder / "config.json").exists():
+            if label not in self.models and is_model_folder(folder):
                 self.models[label] = str(folder)
         return evaluate(
             self.spec,
             self.models,
-            self.dir / "eval",
+            eval_dir(self.spec),
             engine_factory=self.engine_factory,
-            on_task=lambda label, task, metrics: self.on_event(
-                "eval", {"event": "task", "model": label, "task": task, **metrics}
-            ),
+            on_task=lambda label, task, metrics: self.on_event(EvalTaskDone(label, task, metrics)),
         )

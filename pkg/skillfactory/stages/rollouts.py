@@ -20,16 +20,31 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from skillfactory.engines.base import Engine
+from skillfactory.engines.base import Engine, SamplingParams
 from skillfactory.group import Group
 from skillfactory.queue import Queue
+from skillfactory.rollout.feeder import PromptFeeder, new_epoch, task_template
+from skillfactory.rollout.sampler import PromptStream, Sampler
+from skillfactory.rollout.scoring import GroupScorer
 from skillfactory.runspec import RedisQueueSpec, RunSpec
-from skillfactory.train.sampler import PromptStream, Sampler, Score
+from skillfactory.stages.data import ComposeFunction
+from skillfactory.train.learner import Learner
 from skillfactory.train.staleness import AdmissionController
+from skillfactory.wire.weight_store import WeightStore
 
 log = logging.getLogger(__name__)
+
+
+def rollout_params(spec: RunSpec) -> SamplingParams:
+    """Sampling of GRPO rollouts: the spec's temperature/top-p, no penalty, group_size samples."""
+    return SamplingParams(
+        n=spec.grpo.group_size,
+        temperature=spec.grpo.temperature,
+        top_p=spec.grpo.top_p,
+        max_tokens=spec.grpo.max_response_length,
+    )
 
 
 @dataclass(frozen=True)
@@ -41,10 +56,9 @@ class Cluster:
     weights_dir: Path
     """Root of the weight stores on the volume the rollout services share
     (`<weights_dir>/<run>/<epoch>/v<version>`)."""
-    composer_address: str = ""
-    """Composer service HOST:PORT that assembles stage 1's traces ('' composes in process)."""
-    token: str | None = None
-    """Bearer token for calls to the other services."""
+    compose: ComposeFunction | None = None
+    """How stage 1's traces are assembled (a composer service's client); None composes in
+    process."""
 
 
 class Rollouts(Protocol):
@@ -62,7 +76,7 @@ class Rollouts(Protocol):
 
     def start(self) -> None: ...
 
-    def publish(self, learner: Any) -> None:
+    def publish(self, learner: Learner) -> None:
         """Make the learner's new weights the samplers' (after each step)."""
         ...
 
@@ -80,18 +94,16 @@ class EmbeddedRollouts:
         self,
         spec: RunSpec,
         engine: Engine,
-        score: Score,
+        score: GroupScorer,
         prompts: PromptStream,
         admission: AdmissionController,
         queue: Queue,
         *,
-        learner: Any,
+        learner: Learner,
         prompts_per_call: int,
         seed: int,
         threads: int | None,
     ) -> None:
-        from skillfactory.stages.grpo import rollout_params
-
         self.engine = engine
         self.lock = threading.Lock()
         if learner.version > 0:
@@ -105,7 +117,6 @@ class EmbeddedRollouts:
             queue,
             prompts_per_call=prompts_per_call,
             engine_lock=self.lock,
-            max_prompt_length=spec.grpo.max_prompt_length,
             seed=seed,
             run_id=spec.name,
             threads=threads,
@@ -124,7 +135,7 @@ class EmbeddedRollouts:
     def start(self) -> None:
         self._thread = self.sampler.start(self._stop)
 
-    def publish(self, learner: Any) -> None:
+    def publish(self, learner: Learner) -> None:
         with self.lock:
             self.engine.load_weights(learner.weights(), learner.version)
 
@@ -149,13 +160,8 @@ class RemoteRollouts:
         prompts: PromptStream,
         admission: AdmissionController,
         queue: Queue,
-        *,
-        learner: Any,
+        learner: Learner,
     ) -> None:
-        from skillfactory.stages.grpo import rollout_params
-        from skillfactory.train.rollout_task import PromptFeeder, new_epoch, task_template
-        from skillfactory.train.weight_store import WeightStore
-
         self.epoch = new_epoch()
         self.run_id = spec.name
         run_root = cluster.weights_dir / spec.name
@@ -169,7 +175,6 @@ class RemoteRollouts:
             rollout_params(spec),
             model_uri=str(Path(model_path).resolve()),
             weights_uri=str(self.store.root.resolve()),
-            max_prompt_length=spec.grpo.max_prompt_length,
         )
         self.feeder = PromptFeeder(
             queue, prompts, admission, template, batch=spec.grpo.prompts_per_step
@@ -189,7 +194,7 @@ class RemoteRollouts:
     def start(self) -> None:
         self._thread = self.feeder.start(self._stop)
 
-    def publish(self, learner: Any) -> None:
+    def publish(self, learner: Learner) -> None:
         self.store.publish(learner.weights(), learner.version, self.run_id)
 
     def owns(self, group: Group) -> bool:

@@ -54,6 +54,7 @@ def package_folder(file: PackagedFile) -> Path:
 def read_hf_rows(dataset: str, config: str | None, split: str) -> list[dict[str, Any]]:
     """The rows of a Hugging Face dataset split (needs `datasets` and the network or its cache)."""
     try:
+        # deferred: heavy or optional (datasets)
         from datasets import load_dataset
     except ImportError:
         raise DatasetUnavailableError(

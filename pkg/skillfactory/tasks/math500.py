@@ -69,6 +69,7 @@ def timeouts() -> int | None:
 
 def parse_math(text: str) -> list[Any]:
     """math_verify's reading of an answer; bare LaTeX is wrapped in `$…$` so it is found."""
+    # deferred: heavy or optional (math_verify)
     from math_verify import parse
 
     delimited = "$" in text or "\\boxed" in text
@@ -84,6 +85,7 @@ def parse_gold(gold: str) -> list[Any]:
 
 def is_equivalent(gold: str, answer: str) -> bool:
     """Whether math_verify finds the answer equal to the gold; False when it cannot tell."""
+    # deferred: heavy or optional (math_verify)
     from math_verify import verify
 
     try:

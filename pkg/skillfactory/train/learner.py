@@ -34,11 +34,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
+from skillfactory.files import write_text_atomically
 from skillfactory.group import Group
 from skillfactory.runspec import GRPOSpec
 from skillfactory.train.advantages import group_advantages
@@ -54,6 +55,7 @@ from skillfactory.train.parallel import (
 )
 from skillfactory.train.rollout_batch import RolloutBatch, collate_groups, completion_logprobs
 from skillfactory.train.staleness import StalenessFilter
+from skillfactory.train.step_record import StepRecord
 
 STATE_FILE = "learner.json"
 MODEL_DIR = "model"
@@ -75,34 +77,48 @@ class LearnerCounters:
     """Prompt-stream indices already trained on or dropped: never admitted again."""
 
 
-@dataclass
-class StepMetrics:
-    """What one optimizer step did."""
+class Learner(Protocol):
+    """What the GRPO stage and the follower ranks call on a learner (`GRPOLearner`, or rank 0's
+    `LeaderLearner` that brings the other ranks along)."""
 
-    version: int
-    """The version the step produced."""
-    loss: float
-    policy_loss: float
-    kl: float
-    clip_fraction: float
-    importance_weight_mean: float
-    truncated_fraction: float
-    grad_norm: float
-    learning_rate: float
-    reward_mean: float
-    groups: int
-    samples: int
-    tokens: int
-    staleness: dict[int, int]
-    """Completions per staleness (learner version − policy version) in this step."""
-    seconds: float
-    group_ids: list[str]
+    @property
+    def version(self) -> int:
+        """Policy version of the current weights."""
+        ...
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (staleness keys as strings)."""
-        data = asdict(self)
-        data["staleness"] = {str(k): v for k, v in sorted(self.staleness.items())}
-        return data
+    @property
+    def counters(self) -> LearnerCounters:
+        """Progress a checkpoint carries besides tensors."""
+        ...
+
+    @property
+    def world_size(self) -> int:
+        """Processes training together."""
+        ...
+
+    def is_done(self, prompt_index: int) -> bool:
+        """Whether a prompt was already trained on or dropped."""
+        ...
+
+    def accepts(self, group: Group) -> bool:
+        """Whether `group` may join the next step (a refused group is counted and marked done)."""
+        ...
+
+    def train_step(self, groups: Sequence[Group]) -> StepRecord:
+        """One optimizer step on accepted groups."""
+        ...
+
+    def weights(self) -> dict[str, Tensor]:
+        """The current full weights, for engines."""
+        ...
+
+    def save_checkpoint(self, root: str | Path) -> Path:
+        """Write a checkpoint under `root`; returns its folder."""
+        ...
+
+    def save_model(self, folder: str | Path) -> None:
+        """Write the current weights as a Hugging Face model folder."""
+        ...
 
 
 def warmup_then_constant(warmup_steps: int) -> Any:
@@ -196,7 +212,7 @@ class GRPOLearner:
             for i in range(0, len(mine), size)
         ]
 
-    def train_step(self, groups: Sequence[Group]) -> StepMetrics:
+    def train_step(self, groups: Sequence[Group]) -> StepRecord:
         """One optimizer step on `groups` (all accepted); publishes nothing, returns metrics."""
         if len(groups) < self.world_size:
             raise ValueError(f"a step needs at least one group per rank ({self.world_size})")
@@ -276,7 +292,7 @@ class GRPOLearner:
         *,
         samples: int,
         tokens: int,
-    ) -> StepMetrics:
+    ) -> StepRecord:
         staleness = Counter(self.version - c.policy_version for g in groups for c in g.completions)
         counters = self.counters
         counters.version += 1
@@ -285,7 +301,7 @@ class GRPOLearner:
         counters.tokens_trained += tokens
         for group in groups:
             self._mark_done(group)
-        return StepMetrics(
+        return StepRecord(
             version=counters.version,
             loss=totals.get("loss", 0.0),
             policy_loss=totals.get("policy_loss", 0.0),
@@ -309,6 +325,13 @@ class GRPOLearner:
         sharding these are the model's own tensors: copy them before changing them."""
         return full_state_dict(self.model)
 
+    def save_model(self, folder: str | Path) -> None:
+        """Write the current weights as a Hugging Face model folder (rank 0; every rank must
+        call it under FSDP2)."""
+        weights = self.weights()
+        if self.rank == 0:
+            self.model.save_pretrained(folder, state_dict=weights)  # type: ignore[operator]
+
     def save_checkpoint(self, root: str | Path, keep: int = 2) -> Path:
         """Write model, optimizer, scheduler, RNG and counters to `<root>/step-<version>`
         atomically (rank 0 only), point `<root>/latest` at it, keep the newest `keep`."""
@@ -327,7 +350,7 @@ class GRPOLearner:
             (staging / STATE_FILE).write_text(json.dumps(asdict(self.counters)) + "\n")
             shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
-            _write_atomic(root / LATEST_FILE, final.name)
+            write_text_atomically(root / LATEST_FILE, final.name)
             for old in sorted(root.glob("step-*"))[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         if self.world_size > 1:
@@ -336,6 +359,7 @@ class GRPOLearner:
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Restore everything `save_checkpoint` wrote (weights included) from `folder`."""
+        # deferred: heavy or optional (safetensors)
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -374,9 +398,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    staging = path.with_suffix(".tmp")
-    staging.write_text(text)
-    os.replace(staging, path)

@@ -28,6 +28,7 @@ def shard_model(model: torch.nn.Module) -> torch.nn.Module:
     group exists; the model itself (its class and methods) stays the one to call."""
     if world()[1] == 1:
         return model
+    # deferred: heavy or optional (torch)
     from torch.distributed.fsdp import fully_shard
 
     for layer in decoder_layers(model):
@@ -62,6 +63,7 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
     """Unsharded weights on CPU (gathered on every rank under FSDP2); plain `state_dict` alone."""
     if world()[1] == 1:
         return dict(model.state_dict())
+    # deferred: heavy or optional (torch)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -74,6 +76,7 @@ def load_full_state_dict(model: torch.nn.Module, state: dict[str, Tensor]) -> No
     if world()[1] == 1:
         model.load_state_dict(state, strict=False)
         return
+    # deferred: heavy or optional (torch)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     full: dict[str, Any] = dict(state)
@@ -84,6 +87,7 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     """The optimizer state, unsharded (keyed by parameter name under FSDP2)."""
     if world()[1] == 1:
         return optimizer.state_dict()
+    # deferred: heavy or optional (torch)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -97,6 +101,7 @@ def load_full_optimizer_state(
     if world()[1] == 1:
         optimizer.load_state_dict(state)
         return
+    # deferred: heavy or optional (torch)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     options = StateDictOptions(full_state_dict=True)

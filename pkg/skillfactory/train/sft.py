@@ -74,6 +74,7 @@ def last_checkpoint(out: Path) -> str | None:
 
 def sft_config(spec: SFTSpec, out: Path, seed: int, use_cpu: bool) -> Any:
     """TRL's `SFTConfig` from the run spec's `sft` section (loss on completions only)."""
+    # deferred: heavy or optional (trl)
     from trl import SFTConfig
 
     return SFTConfig(
@@ -104,6 +105,7 @@ def sft_trainer(
     spec: SFTSpec, model: str | Path, pairs: list[dict[str, Any]], out: Path, seed: int = 0
 ) -> Any:
     """A TRL `SFTTrainer` for `model` (a local HF folder) on prompt/completion pairs."""
+    # deferred: heavy or optional (torch)
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback

@@ -189,14 +189,13 @@ class WeightUpdate(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., uri: _Optional[str] = ..., checksum: _Optional[str] = ...) -> None: ...
 
 class RolloutTask(_message.Message):
-    __slots__ = ("run_id", "epoch", "prompt_index", "problem", "n", "sampling", "max_prompt_length", "model_uri", "weights_uri")
+    __slots__ = ("run_id", "epoch", "prompt_index", "problem", "n", "sampling", "model_uri", "weights_uri")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
-    MAX_PROMPT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MODEL_URI_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_URI_FIELD_NUMBER: _ClassVar[int]
     run_id: str
@@ -205,7 +204,6 @@ class RolloutTask(_message.Message):
     problem: Problem
     n: int
     sampling: SamplingParams
-    max_prompt_length: int
     model_uri: str
     weights_uri: str
-    def __init__(self, run_id: _Optional[str] = ..., epoch: _Optional[str] = ..., prompt_index: _Optional[int] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., max_prompt_length: _Optional[int] = ..., model_uri: _Optional[str] = ..., weights_uri: _Optional[str] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., epoch: _Optional[str] = ..., prompt_index: _Optional[int] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., model_uri: _Optional[str] = ..., weights_uri: _Optional[str] = ...) -> None: ...

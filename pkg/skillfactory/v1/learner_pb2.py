@@ -22,36 +22,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from skillfactory.v1 import data_pb2 as skillfactory_dot_v1_dot_data__pb2
 from skillfactory.v1 import run_pb2 as skillfactory_dot_v1_dot_run__pb2
 from skillfactory.v1 import runspec_pb2 as skillfactory_dot_v1_dot_runspec__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dskillfactory/v1/learner.proto\x12\x0fskillfactory.v1\x1a\x1askillfactory/v1/data.proto\x1a\x19skillfactory/v1/run.proto\x1a\x1dskillfactory/v1/runspec.proto\":\n\x10SubmitRunRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.skillfactory.v1.RunSpec\"#\n\x11SubmitRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"8\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x03\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.skillfactory.v1.RunStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"9\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"A\n\x16RegisterRolloutRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\"H\n\x17RegisterRolloutResponse\x12-\n\x06latest\x18\x01 \x01(\x0b\x32\x1d.skillfactory.v1.WeightUpdate2\xf1\x03\n\x07Learner\x12R\n\tSubmitRun\x12!.skillfactory.v1.SubmitRunRequest\x1a\".skillfactory.v1.SubmitRunResponse\x12\x44\n\x06GetRun\x12\x1e.skillfactory.v1.GetRunRequest\x1a\x1a.skillfactory.v1.RunStatus\x12O\n\x08ListRuns\x12 .skillfactory.v1.ListRunsRequest\x1a!.skillfactory.v1.ListRunsResponse\x12J\n\tCancelRun\x12!.skillfactory.v1.CancelRunRequest\x1a\x1a.skillfactory.v1.RunStatus\x12I\n\x08WatchRun\x12 .skillfactory.v1.WatchRunRequest\x1a\x19.skillfactory.v1.RunEvent0\x01\x12\x64\n\x0fRegisterRollout\x12\'.skillfactory.v1.RegisterRolloutRequest\x1a(.skillfactory.v1.RegisterRolloutResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dskillfactory/v1/learner.proto\x12\x0fskillfactory.v1\x1a\x19skillfactory/v1/run.proto\x1a\x1dskillfactory/v1/runspec.proto\":\n\x10SubmitRunRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.skillfactory.v1.RunSpec\"#\n\x11SubmitRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"8\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x03\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.skillfactory.v1.RunStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"9\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x32\x8b\x03\n\x07Learner\x12R\n\tSubmitRun\x12!.skillfactory.v1.SubmitRunRequest\x1a\".skillfactory.v1.SubmitRunResponse\x12\x44\n\x06GetRun\x12\x1e.skillfactory.v1.GetRunRequest\x1a\x1a.skillfactory.v1.RunStatus\x12O\n\x08ListRuns\x12 .skillfactory.v1.ListRunsRequest\x1a!.skillfactory.v1.ListRunsResponse\x12J\n\tCancelRun\x12!.skillfactory.v1.CancelRunRequest\x1a\x1a.skillfactory.v1.RunStatus\x12I\n\x08WatchRun\x12 .skillfactory.v1.WatchRunRequest\x1a\x19.skillfactory.v1.RunEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skillfactory.v1.learner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITRUNREQUEST']._serialized_start=136
-  _globals['_SUBMITRUNREQUEST']._serialized_end=194
-  _globals['_SUBMITRUNRESPONSE']._serialized_start=196
-  _globals['_SUBMITRUNRESPONSE']._serialized_end=231
-  _globals['_GETRUNREQUEST']._serialized_start=233
-  _globals['_GETRUNREQUEST']._serialized_end=264
-  _globals['_LISTRUNSREQUEST']._serialized_start=266
-  _globals['_LISTRUNSREQUEST']._serialized_end=322
-  _globals['_LISTRUNSRESPONSE']._serialized_start=324
-  _globals['_LISTRUNSRESPONSE']._serialized_end=409
-  _globals['_CANCELRUNREQUEST']._serialized_start=411
-  _globals['_CANCELRUNREQUEST']._serialized_end=461
-  _globals['_WATCHRUNREQUEST']._serialized_start=463
-  _globals['_WATCHRUNREQUEST']._serialized_end=520
-  _globals['_REGISTERROLLOUTREQUEST']._serialized_start=522
-  _globals['_REGISTERROLLOUTREQUEST']._serialized_end=587
-  _globals['_REGISTERROLLOUTRESPONSE']._serialized_start=589
-  _globals['_REGISTERROLLOUTRESPONSE']._serialized_end=661
-  _globals['_LEARNER']._serialized_start=664
-  _globals['_LEARNER']._serialized_end=1161
+  _globals['_SUBMITRUNREQUEST']._serialized_start=108
+  _globals['_SUBMITRUNREQUEST']._serialized_end=166
+  _globals['_SUBMITRUNRESPONSE']._serialized_start=168
+  _globals['_SUBMITRUNRESPONSE']._serialized_end=203
+  _globals['_GETRUNREQUEST']._serialized_start=205
+  _globals['_GETRUNREQUEST']._serialized_end=236
+  _globals['_LISTRUNSREQUEST']._serialized_start=238
+  _globals['_LISTRUNSREQUEST']._serialized_end=294
+  _globals['_LISTRUNSRESPONSE']._serialized_start=296
+  _globals['_LISTRUNSRESPONSE']._serialized_end=381
+  _globals['_CANCELRUNREQUEST']._serialized_start=383
+  _globals['_CANCELRUNREQUEST']._serialized_end=433
+  _globals['_WATCHRUNREQUEST']._serialized_start=435
+  _globals['_WATCHRUNREQUEST']._serialized_end=492
+  _globals['_LEARNER']._serialized_start=495
+  _globals['_LEARNER']._serialized_end=890
 # @@protoc_insertion_point(module_scope)

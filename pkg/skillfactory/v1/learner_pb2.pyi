@@ -1,4 +1,3 @@
-from skillfactory.v1 import data_pb2 as _data_pb2
 from skillfactory.v1 import run_pb2 as _run_pb2
 from skillfactory.v1 import runspec_pb2 as _runspec_pb2
 from google.protobuf.internal import containers as _containers
@@ -58,17 +57,3 @@ class WatchRunRequest(_message.Message):
     run_id: str
     after_sequence: int
     def __init__(self, run_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
-
-class RegisterRolloutRequest(_message.Message):
-    __slots__ = ("address", "policy_version")
-    ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
-    address: str
-    policy_version: int
-    def __init__(self, address: _Optional[str] = ..., policy_version: _Optional[int] = ...) -> None: ...
-
-class RegisterRolloutResponse(_message.Message):
-    __slots__ = ("latest",)
-    LATEST_FIELD_NUMBER: _ClassVar[int]
-    latest: _data_pb2.WeightUpdate
-    def __init__(self, latest: _Optional[_Union[_data_pb2.WeightUpdate, _Mapping]] = ...) -> None: ...

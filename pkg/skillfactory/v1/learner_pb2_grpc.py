@@ -60,11 +60,6 @@ class LearnerStub:
                 request_serializer=skillfactory_dot_v1_dot_learner__pb2.WatchRunRequest.SerializeToString,
                 response_deserializer=skillfactory_dot_v1_dot_run__pb2.RunEvent.FromString,
                 _registered_method=True)
-        self.RegisterRollout = channel.unary_unary(
-                '/skillfactory.v1.Learner/RegisterRollout',
-                request_serializer=skillfactory_dot_v1_dot_learner__pb2.RegisterRolloutRequest.SerializeToString,
-                response_deserializer=skillfactory_dot_v1_dot_learner__pb2.RegisterRolloutResponse.FromString,
-                _registered_method=True)
 
 
 class LearnerServicer:
@@ -95,13 +90,8 @@ class LearnerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RegisterRollout(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Method 6 was RegisterRollout: rollout replicas now pull new weights from the weight store.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -133,11 +123,6 @@ def add_LearnerServicer_to_server(servicer, server):
                     servicer.WatchRun,
                     request_deserializer=skillfactory_dot_v1_dot_learner__pb2.WatchRunRequest.FromString,
                     response_serializer=skillfactory_dot_v1_dot_run__pb2.RunEvent.SerializeToString,
-            ),
-            'RegisterRollout': grpc.unary_unary_rpc_method_handler(
-                    servicer.RegisterRollout,
-                    request_deserializer=skillfactory_dot_v1_dot_learner__pb2.RegisterRolloutRequest.FromString,
-                    response_serializer=skillfactory_dot_v1_dot_learner__pb2.RegisterRolloutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,33 +260,6 @@ class Learner:
             '/skillfactory.v1.Learner/WatchRun',
             skillfactory_dot_v1_dot_learner__pb2.WatchRunRequest.SerializeToString,
             skillfactory_dot_v1_dot_run__pb2.RunEvent.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RegisterRollout(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/skillfactory.v1.Learner/RegisterRollout',
-            skillfactory_dot_v1_dot_learner__pb2.RegisterRolloutRequest.SerializeToString,
-            skillfactory_dot_v1_dot_learner__pb2.RegisterRolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,7 +22,8 @@ from skillfactory.cli import app
 from skillfactory.contracts.runspec_proto import run_spec_to_proto
 from skillfactory.runspec import parse_run_spec
 from skillfactory.serving.auth import bearer_metadata
-from skillfactory.serving.learner_api import LearnerServer, RunController, setup_learner_server
+from skillfactory.serving.learner_api import LearnerServer, setup_learner_server
+from skillfactory.serving.run_controller import RunController
 from skillfactory.serving.run_store import CANCELLED, PENDING
 from skillfactory.serving.server import ServingConfig
 from skillfactory.v1 import learner_pb2, learner_pb2_grpc, run_pb2

@@ -31,8 +31,8 @@ from skillfactory.serving.ray_rollout import (  # noqa: E402
     build_app,
     grpc_options,
 )
-from skillfactory.train.weight_store import WeightStore  # noqa: E402
 from skillfactory.v1 import data_pb2, rollout_pb2, rollout_pb2_grpc  # noqa: E402
+from skillfactory.wire.weight_store import WeightStore  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

@@ -26,13 +26,12 @@ from skillfactory.engines.transformers_engine import TransformersEngine
 from skillfactory.serving.auth import bearer_metadata
 from skillfactory.serving.rollout import (
     RolloutServicer,
-    sampling_from_proto,
-    sampling_to_proto,
     setup_rollout_server,
 )
 from skillfactory.serving.server import ServiceServer, ServingConfig
-from skillfactory.train.weight_store import WeightStore
 from skillfactory.v1 import data_pb2, rollout_pb2, rollout_pb2_grpc
+from skillfactory.wire.messages import sampling_from_proto, sampling_to_proto
+from skillfactory.wire.weight_store import WeightStore
 
 PROMPTS = ["1 + 1 =", "The sky is", "Once upon a time", "abc", "Countdown: 3 4 5"]
 SAMPLING = data_pb2.SamplingParams(temperature=1.0, max_tokens=6, seed=7)

@@ -233,11 +233,11 @@ def test_stage1_through_the_composer_writes_the_in_process_dataset_also_on_resum
     assert traces > 0 and expected["summary"]["traces"] == traces
     assert _series(composer, TRACES) == 0
 
+    client = ComposerClient(composer.address, TOKEN)
     cluster = Cluster(
         RedisQueueSpec(url="redis://127.0.0.1:1/0"),  # unused: the run has no GRPO stage
         tmp_path / "weights",
-        composer_address=composer.address,
-        token=TOKEN,
+        compose=client.compose,
     )
     remote = _spec(tiny_model_dir, tmp_path / "remote")
     results = Pipeline(remote, engine_factory=lambda _: engine, cluster=cluster).run()
@@ -251,13 +251,15 @@ def test_stage1_through_the_composer_writes_the_in_process_dataset_also_on_resum
     assert engine.calls == calls, "every chunk was sampled: only composition runs again"
     assert _outputs(remote) == expected
     assert _series(composer, TRACES) == 2 * traces
+    client.close()
 
 
 def test_stage1_fails_naming_an_unreachable_composer(
     engine: AnsweringEngine, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     nowhere = f"127.0.0.1:{free_port()}"
-    cluster = Cluster(RedisQueueSpec(), tmp_path / "weights", composer_address=nowhere, token=TOKEN)
+    client = ComposerClient(nowhere, TOKEN)
+    cluster = Cluster(RedisQueueSpec(), tmp_path / "weights", compose=client.compose)
     spec = _spec(tiny_model_dir, tmp_path)
     with pytest.raises(ComposerError, match=f"composer service at {nowhere} is unreachable"):
         Pipeline(spec, engine_factory=lambda _: engine, cluster=cluster).run()

@@ -164,16 +164,6 @@ def test_only_the_newest_checkpoints_are_kept(tiny_model_dir: Path, tmp_path: Pa
     assert latest_checkpoint(tmp_path) == tmp_path / "step-000003"
 
 
-def test_group_round_trips_through_its_queue_message() -> None:
-    group = make_group(4, [1.0, 0.0], version=3)
-    back = Group.from_proto(Group.from_proto(group.to_proto("run")).to_proto("run"))
-    assert back.group_id == "p4" and back.prompt_index == 4 and back.policy_version == 3
-    assert back.problem == group.problem  # Struct numbers come back as ints
-    assert [c.token_ids for c in back.completions] == [c.token_ids for c in group.completions]
-    assert back.rewards == group.rewards
-    assert back.completions[0].logprobs == pytest.approx(group.completions[0].logprobs)
-
-
 def test_shared_prefix_forward_equals_full_sequences_in_value_and_gradient(
     tiny_model_dir: Path,
 ) -> None:

@@ -13,20 +13,18 @@ import pytest
 
 from skillfactory.engines.base import Completion, Prompt, SamplingParams, Weights
 from skillfactory.engines.simulated import TokenDelayEngine
-from skillfactory.engines.slot import EngineSlot, NoModelLoaded
 from skillfactory.group import Group
 from skillfactory.queue import InProcessQueue, read_messages
+from skillfactory.rollout.engine_slot import EngineSlot, NoModelLoaded
+from skillfactory.rollout.feeder import PROMPTS_STREAM, SAMPLERS_GROUP, PromptFeeder, task_template
+from skillfactory.rollout.sampler import GROUPS_STREAM, PromptStream
+from skillfactory.rollout.scoring import local_scorer
+from skillfactory.rollout.worker import SamplerWorker
 from skillfactory.tasks import Problem
-from skillfactory.train.rollout_task import (
-    PROMPTS_STREAM,
-    SAMPLERS_GROUP,
-    PromptFeeder,
-    task_template,
-)
-from skillfactory.train.sampler import GROUPS_STREAM, PromptStream
-from skillfactory.train.sampler_worker import SamplerWorker, local_scorer
 from skillfactory.train.staleness import AdmissionController
 from skillfactory.v1 import data_pb2
+from skillfactory.wire.messages import group_from_proto
+from skillfactory.wire.weight_store import CHECKSUM_FILE, WEIGHTS_FILE, WeightStore
 
 
 class EchoEngine:
@@ -69,9 +67,7 @@ def problems(count: int) -> list[Problem]:
 def feed(queue: InProcessQueue, count: int, epoch: str = "e1", n: int = 3) -> PromptFeeder:
     """Put `count` rollout tasks on the queue through a real feeder under admission control."""
     admission = AdmissionController(count, max_staleness=0, limit=count)
-    template = task_template(
-        "run", epoch, SamplingParams(n=n), model_uri="m", weights_uri="", max_prompt_length=None
-    )
+    template = task_template("run", epoch, SamplingParams(n=n), model_uri="m", weights_uri="")
     feeder = PromptFeeder(queue, PromptStream(problems(count)), admission, template, batch=count)
     stop = threading.Event()
     thread = feeder.start(stop)
@@ -108,7 +104,7 @@ def worker(
 
 def groups_of(queue: InProcessQueue) -> list[Group]:
     entries = queue.get(GROUPS_STREAM, "learner", "l", 100, 0)
-    return [Group.from_proto(message) for _, message in read_messages(entries, data_pb2.Group)]
+    return [group_from_proto(message) for _, message in read_messages(entries, data_pb2.Group)]
 
 
 def test_a_worker_turns_tasks_into_graded_groups_and_acks_them_after() -> None:
@@ -159,8 +155,6 @@ def test_the_engine_slot_rebuilds_per_epoch_and_catches_up_to_the_newest_weights
 ) -> None:
     import torch
 
-    from skillfactory.train.weight_store import WeightStore
-
     built: list[EchoEngine] = []
 
     def factory(model: str) -> EchoEngine:
@@ -182,6 +176,26 @@ def test_the_engine_slot_rebuilds_per_epoch_and_catches_up_to_the_newest_weights
     other = WeightStore(tmp_path / "run" / "e2")  # a restarted learner: versions start over
     fresh = slot.prepare("m", "e2", str(other.root))
     assert fresh is built[1] and fresh.policy_version == 0 and built[0].closed
+
+
+def test_a_tampered_version_is_refused_and_the_engine_keeps_the_one_it_has(
+    tmp_path: Path,
+) -> None:
+    """The slot checks the checksum the learner wrote beside a version before loading it."""
+    import torch
+
+    engine = EchoEngine()
+    slot = EngineSlot(lambda model: engine)
+    store = WeightStore(tmp_path / "run" / "e1")
+    store.publish({"w": torch.zeros(2)}, 1)
+    assert slot.prepare("m", "e1", str(store.root)).policy_version == 1
+    store.publish({"w": torch.ones(2)}, 2)
+    weights = store.folder(2) / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x00")
+    assert slot.prepare("m", "e1", str(store.root)).policy_version == 1
+    assert engine.loaded == [(str(store.folder(1)), 1)]
+    (store.folder(2) / CHECKSUM_FILE).unlink()  # no checksum at all: refused too
+    assert slot.prepare("m", "e1", str(store.root)).policy_version == 1
 
 
 def test_the_simulated_engine_lasts_its_delay_per_decode_step() -> None:

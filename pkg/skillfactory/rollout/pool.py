@@ -1,7 +1,8 @@
 """Sampler workers inside a rollout service: threads that serve rollout tasks from the shared
-queue with the service's engine (`RolloutServicer.generate_task`) and grade with the reward
-service (or in process). Started after the gRPC server, stopped before it: a worker finishes the
-batch in hand and exits; tasks it had not acked stay pending and another sampler reclaims them.
+queue with the service's engine (its `generate_task`) and grade with a `GroupScorer` (the reward
+service's client, or in process). Started after the gRPC server, stopped before it: a worker
+finishes the batch in hand and exits; tasks it had not acked stay pending and another sampler
+reclaims them.
 """
 
 from __future__ import annotations
@@ -13,31 +14,21 @@ import threading
 from dataclasses import dataclass
 
 from skillfactory.queue.redis_streams import RedisStreamsQueue
+from skillfactory.rollout.scoring import GroupScorer
+from skillfactory.rollout.worker import SamplerMetrics, SamplerWorker, TaskGenerate
 from skillfactory.runspec import RedisQueueSpec
-from skillfactory.serving.reward_client import RewardClient
-from skillfactory.serving.rollout import RolloutServicer
-from skillfactory.train.sampler_worker import (
-    GroupScorer,
-    SamplerMetrics,
-    SamplerWorker,
-    local_scorer,
-)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """How a rollout service's sampler workers reach the queue and the reward service."""
+    """How a rollout service's sampler workers reach the queue."""
 
     queue: RedisQueueSpec
     """The queue shared with the learner."""
     workers: int = 1
     """Sampler threads (each takes its own tasks; they share the engine)."""
-    reward_address: str = ""
-    """Reward service HOST:PORT ('' grades in process)."""
-    reward_token: str | None = None
-    """Bearer token for the reward service."""
     tasks_per_call: int = 1
     """Rollout tasks sampled together in one engine call."""
     seed: int = 0
@@ -50,24 +41,18 @@ class SamplerPool:
     def __init__(
         self,
         config: SamplerConfig,
-        servicer: RolloutServicer,
+        generate: TaskGenerate,
+        score: GroupScorer,
         metrics: SamplerMetrics | None = None,
         name: str = "",
     ) -> None:
         self.config = config
         self.queue = RedisStreamsQueue.from_spec(config.queue)
-        self.client: RewardClient | None = None
-        score: GroupScorer
-        if config.reward_address:
-            self.client = RewardClient(config.reward_address, token=config.reward_token)
-            score = self.client
-        else:
-            score = local_scorer()
         prefix = name or f"{socket.gethostname()}-{os.getpid()}"
         self.workers = [
             SamplerWorker(
                 self.queue,
-                servicer.generate_task,
+                generate,
                 score,
                 worker_id=f"{prefix}-{i}",
                 tasks_per_call=config.tasks_per_call,
@@ -85,10 +70,8 @@ class SamplerPool:
         log.info("sampler workers started", extra={"workers": len(self.workers)})
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """Let each worker finish its batch, then close the queue and the reward client."""
+        """Let each worker finish its batch, then close the queue."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout_s)
         self.queue.close()
-        if self.client is not None:
-            self.client.close()

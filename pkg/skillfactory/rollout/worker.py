@@ -27,20 +27,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from skillfactory.engines.base import Completion, Prompt, SamplingParams
-from skillfactory.group import Group
 from skillfactory.queue import Entry, Queue, UndecodablePayload, put_message, read_messages
-from skillfactory.tasks import Problem, ProblemFieldError, UnknownTaskError, get_task, grade
-from skillfactory.train.rollout_task import PROMPTS_STREAM, SAMPLERS_GROUP
-from skillfactory.train.sampler import GROUPS_STREAM, grpo_prompt
+from skillfactory.rollout.feeder import PROMPTS_STREAM, SAMPLERS_GROUP
+from skillfactory.rollout.sampler import GROUPS_STREAM, grpo_prompt, make_group
+from skillfactory.rollout.scoring import GroupScorer
 from skillfactory.v1 import data_pb2
+from skillfactory.wire.messages import group_to_proto, problem_from_proto, sampling_from_proto
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
-
-GroupScorer = Callable[[Sequence[tuple[Problem, Sequence[Completion]]]], list[list[float]]]
-"""Rewards of every completion of several groups (one list per group, in order)."""
 
 TaskGenerate = Callable[
     [data_pb2.RolloutTask, Sequence[Prompt], SamplingParams], list[list[Completion]]
@@ -49,28 +46,11 @@ TaskGenerate = Callable[
 them) with the right model and weights."""
 
 
-def local_scorer() -> GroupScorer:
-    """Binary correctness graded in this process with the task graders; a problem that cannot be
-    graded (unknown task, missing field) scores 0, as the reward service's per-record errors do."""
-
-    def score_one(problem: Problem, completion: Completion) -> float:
-        try:
-            return 1.0 if grade(get_task(problem.task), problem, completion.text).correct else 0.0
-        except (UnknownTaskError, ProblemFieldError):
-            log.warning("ungradable record scored 0", extra={"task": problem.task})
-            return 0.0
-
-    def score(groups: Sequence[tuple[Problem, Sequence[Completion]]]) -> list[list[float]]:
-        return [[score_one(problem, c) for c in completions] for problem, completions in groups]
-
-    return score
-
-
 class SamplerMetrics:
     """Sampler series in a service's registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Histogram  # optional: the serve extra
 
         self.groups_pushed = Counter(
             "skillfactory_sampler_groups_pushed",
@@ -104,8 +84,7 @@ class SamplerMetrics:
 
 
 def sampling_of(task: data_pb2.RolloutTask) -> SamplingParams:
-    from skillfactory.serving.rollout import sampling_from_proto
-
+    """How a task asks to sample its group."""
     return sampling_from_proto(task.sampling, int(task.n))
 
 
@@ -195,8 +174,6 @@ class SamplerWorker:
 
     def serve(self, batch: Sequence[tuple[Entry, data_pb2.RolloutTask]]) -> int:
         """Sample, grade and queue the groups of compatible tasks, then ack them."""
-        from skillfactory.serving.reward import problem_from_proto
-
         first = batch[0][1]
         problems = [problem_from_proto(task.problem) for _, task in batch]
         params = replace(sampling_of(first), seed=self.seed + int(first.prompt_index))
@@ -216,17 +193,15 @@ class SamplerWorker:
         for (_, task), problem, completions, values in zip(
             batch, problems, outputs, rewards, strict=True
         ):
-            group = Group(
-                group_id=f"p{task.prompt_index}",
-                problem=problem,
-                prompt_token_ids=completions[0].prompt_token_ids,
-                completions=list(completions),
-                rewards=values,
+            group = make_group(
+                int(task.prompt_index),
+                problem,
+                completions,
+                values,
                 sampler_id=self.worker_id,
-                prompt_index=int(task.prompt_index),
                 epoch=task.epoch,
             )
-            put_message(self.queue, GROUPS_STREAM, group.to_proto(task.run_id))
+            put_message(self.queue, GROUPS_STREAM, group_to_proto(group, task.run_id))
         self.queue.ack(PROMPTS_STREAM, SAMPLERS_GROUP, [entry.id for entry, _ in batch])
         self.groups_pushed += len(batch)
         if self.metrics is not None:

@@ -1,11 +1,13 @@
-"""Samplers: draw prompts under admission control, sample a group per prompt, grade it, queue it.
+"""The embedded sampler: draw prompts under admission control, sample a group per prompt, grade
+it, queue it — and the pieces every sampler shares.
 
 The prompt stream is the run's problems in a fixed order, cycled; the i-th prompt drawn is
 `problems[i % len(problems)]` with group id `p<i>`, so a resumed run can skip what it already
-trained on. A sampler admits prompts through the `AdmissionController` (so groups are never more
-than `max_staleness` versions old when the learner sees them), samples `group_size` completions of
-each with its engine, grades them with the task's grader (reward 1 correct, 0 not) and puts the
-groups on the queue as `skillfactory.v1.Group` messages.
+trained on. Problems whose GRPO prompt is longer than `grpo.max_prompt_length` tokens are left out
+of the stream before anything is sampled (`prompt_fits`). A sampler admits prompts through the
+`AdmissionController` (so groups are never more than `max_staleness` versions old when the learner
+sees them), samples `group_size` completions of each with its engine, grades them with a
+`GroupScorer` and puts the groups on the queue as `skillfactory.v1.Group` messages.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
+from typing import Any
 
-from skillfactory.engines.base import ChatMessage, Completion, Engine, SamplingParams
+import torch
+
+from skillfactory.engines.base import ChatMessage, Completion, Engine, SamplingParams, encode_prompt
 from skillfactory.group import Group
 from skillfactory.prompts import question_prompt
 from skillfactory.queue import Queue, put_message
-from skillfactory.tasks import Problem, Task, grade
+from skillfactory.rollout.scoring import GroupScorer
+from skillfactory.tasks import Problem
 from skillfactory.train.staleness import AdmissionController
-
-Score = Callable[[Problem, Completion], float]
-"""The reward of one completion of a problem."""
+from skillfactory.wire.messages import group_to_proto
 
 GROUPS_STREAM = "groups"
 """Queue stream the samplers write and the learner reads."""
@@ -34,19 +38,36 @@ def grpo_prompt(problem: Problem) -> list[ChatMessage]:
     return [{"role": m["role"], "content": m["content"]} for m in question_prompt(problem.question)]
 
 
-def correctness_reward(task: Task) -> Score:
-    """The binary correctness reward of a task: 1.0 when the last `<answer>` is right, else 0.0
-    (no format reward)."""
+def prompt_fits(tokenizer: Any, limit: int | None) -> Callable[[Problem], bool]:
+    """Whether a problem's GRPO prompt, tokenized as the engines tokenize it, has at most `limit`
+    tokens (None or 0: no limit)."""
 
-    def score(problem: Problem, completion: Completion) -> float:
-        return 1.0 if grade(task, problem, completion.text).correct else 0.0
+    def fits(problem: Problem) -> bool:
+        return not limit or len(encode_prompt(tokenizer, grpo_prompt(problem))) <= limit
 
-    return score
+    return fits
 
 
-def too_long(group: Group, limit: int | None) -> bool:
-    """Whether a group's prompt exceeds `limit` tokens (None or 0: no limit)."""
-    return bool(limit) and len(group.prompt_token_ids) > (limit or 0)
+def make_group(
+    index: int,
+    problem: Problem,
+    completions: Sequence[Completion],
+    rewards: Sequence[float],
+    *,
+    sampler_id: str,
+    epoch: str = "",
+) -> Group:
+    """The group of prompt `index` of the run's prompt stream."""
+    return Group(
+        group_id=f"p{index}",
+        problem=problem,
+        prompt_token_ids=completions[0].prompt_token_ids,
+        completions=list(completions),
+        rewards=list(rewards),
+        sampler_id=sampler_id,
+        prompt_index=index,
+        epoch=epoch,
+    )
 
 
 class PromptStream:
@@ -81,7 +102,7 @@ class Sampler:
     def __init__(
         self,
         engine: Engine,
-        score: Score,
+        score: GroupScorer,
         params: SamplingParams,
         prompts: PromptStream,
         admission: AdmissionController,
@@ -90,7 +111,6 @@ class Sampler:
         sampler_id: str = "sampler-0",
         prompts_per_call: int = 1,
         engine_lock: AbstractContextManager[object] | None = None,
-        max_prompt_length: int | None = None,
         seed: int = 0,
         run_id: str = "",
         threads: int | None = None,
@@ -106,13 +126,11 @@ class Sampler:
         self.sampler_id = sampler_id
         self.prompts_per_call = max(1, prompts_per_call)
         self.engine_lock = engine_lock or nullcontext()
-        self.max_prompt_length = max_prompt_length
         self.seed = seed
         self.run_id = run_id
         self.threads = threads
         """Torch intra-op threads of the sampler's thread (None: the process default)."""
         self.groups_sampled = 0
-        self.prompts_skipped = 0
         self.error: BaseException | None = None
 
     def sample(self, items: Sequence[tuple[int, Problem]]) -> list[Group]:
@@ -120,30 +138,15 @@ class Sampler:
         params = replace(self.params, seed=self.seed + items[0][0])
         with self.engine_lock:
             outputs = self.engine.generate([grpo_prompt(p) for _, p in items], params)
-        groups = []
-        for (index, problem), completions in zip(items, outputs, strict=True):
-            groups.append(
-                Group(
-                    group_id=f"p{index}",
-                    problem=problem,
-                    prompt_token_ids=completions[0].prompt_token_ids,
-                    completions=completions,
-                    rewards=[self.score(problem, c) for c in completions],
-                    sampler_id=self.sampler_id,
-                    prompt_index=index,
-                )
-            )
-        return groups
-
-    def too_long(self, group: Group) -> bool:
-        """Whether the prompt exceeds `max_prompt_length` tokens (such prompts are skipped)."""
-        return too_long(group, self.max_prompt_length)
+        rewards = self.score([(problem, c) for (_, problem), c in zip(items, outputs, strict=True)])
+        return [
+            make_group(index, problem, completions, values, sampler_id=self.sampler_id)
+            for (index, problem), completions, values in zip(items, outputs, rewards, strict=True)
+        ]
 
     def run(self, stop: threading.Event) -> None:
         """Sample until `stop` is set or admission closes; an error is kept in `self.error`."""
         if self.threads is not None:
-            import torch
-
             torch.set_num_threads(self.threads)  # this thread's OpenMP team only
         try:
             while not stop.is_set():
@@ -151,11 +154,7 @@ class Sampler:
                 if admitted == 0:
                     continue
                 for group in self.sample(self.prompts.take(admitted)):
-                    if self.too_long(group):
-                        self.prompts_skipped += 1
-                        self.admission.on_group_done(accepted=False)
-                        continue
-                    put_message(self.queue, GROUPS_STREAM, group.to_proto(self.run_id))
+                    put_message(self.queue, GROUPS_STREAM, group_to_proto(group, self.run_id))
                     self.groups_sampled += 1
         except BaseException as error:  # handed to the learner thread, which re-raises it
             self.error = error

@@ -1,10 +1,13 @@
 """The weight store: each published policy version as a folder of safetensors on a shared volume.
 
 The learner publishes version `v` to `<root>/v<v>/` (written to a staging folder, then renamed, so
-a reader never sees half a version) and announces it with a `skillfactory.v1.WeightUpdate`
-notice: run id, version, the folder's URI and a SHA-256 over its files, which a rollout service
-checks before loading (`verify`) to catch a torn or stale read. Engines load the folder with
-`Engine.load_weights(path, version)`. Only the newest `keep` versions stay on disk.
+a reader never sees half a version). The folder holds the safetensors file and `checksum.sha256`,
+the SHA-256 the learner computed over its files; `publish` also answers it as a
+`skillfactory.v1.WeightUpdate` notice (run id, version, the folder's URI and the checksum) for the
+`UpdateWeights` RPC. Readers check the checksum before loading — `verify(notice)` against the
+notice's, `WeightStore.verified(version)` against the one in the folder — to catch a torn, stale or
+tampered read. Engines load the folder with `Engine.load_weights(path, version)`. Only the newest
+`keep` versions stay on disk.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 WEIGHTS_FILE = "model.safetensors"
+CHECKSUM_FILE = "checksum.sha256"
+"""The learner's checksum of a version's safetensors files, written beside them."""
 
 
 class TornWeights(RuntimeError):
@@ -56,7 +61,7 @@ class WeightStore:
         self, weights: Mapping[str, Tensor], version: int, run_id: str = ""
     ) -> data_pb2.WeightUpdate:
         """Write `weights` as version `version` and return the notice to send to engines."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # heavy: only writers and loaders need it
 
         final = self.folder(version)
         staging = self.root / f".v{version:06d}.tmp"
@@ -65,6 +70,7 @@ class WeightStore:
         tensors = {name: t.detach().contiguous().cpu() for name, t in weights.items()}
         save_file(_untied(tensors), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         checksum = folder_checksum(staging)
+        (staging / CHECKSUM_FILE).write_text(checksum + "\n")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
         self._prune()
@@ -81,6 +87,16 @@ class WeightStore:
         versions = self.versions()
         return versions[-1] if versions else None
 
+    def verified(self, version: int) -> Path:
+        """The folder of `version` after checking its files against the checksum the learner
+        wrote beside them (`TornWeights` when missing, pruned or different)."""
+        folder = self.folder(version)
+        try:
+            expected = (folder / CHECKSUM_FILE).read_text().strip()
+        except OSError:
+            raise TornWeights(f"version {version}: no checksum in {folder} (pruned?)") from None
+        return _checked(folder, version, expected)
+
     def _prune(self) -> None:
         for version in self.versions()[: -self.keep]:
             shutil.rmtree(self.folder(version), ignore_errors=True)
@@ -90,11 +106,15 @@ def verify(update: data_pb2.WeightUpdate) -> Path:
     """The local folder a notice points at, after checking its checksum (`TornWeights` if not)."""
     uri = update.uri
     folder = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    return _checked(folder, update.version, update.checksum)
+
+
+def _checked(folder: Path, version: int, expected: str) -> Path:
     if not folder.is_dir():
-        raise TornWeights(f"version {update.version}: {folder} does not exist (pruned?)")
+        raise TornWeights(f"version {version}: {folder} does not exist (pruned?)")
     actual = folder_checksum(folder)
-    if actual != update.checksum:
-        raise TornWeights(f"version {update.version}: checksum {actual} != {update.checksum}")
+    if actual != expected:
+        raise TornWeights(f"version {version}: checksum {actual} != {expected}")
     return folder
 
 

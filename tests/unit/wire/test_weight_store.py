@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skillfactory.train.weight_store import TornWeights, WeightStore, verify
+from skillfactory.wire.weight_store import TornWeights, WeightStore, verify
 
 
 def test_publish_verify_and_load_into_the_engine(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -16,10 +16,11 @@ import uuid
 
 from skillfactory.engines.base import SamplingParams
 from skillfactory.queue import Queue, put_message
+from skillfactory.rollout.sampler import PromptStream
 from skillfactory.tasks import Problem
-from skillfactory.train.sampler import PromptStream
 from skillfactory.train.staleness import AdmissionController
 from skillfactory.v1 import data_pb2
+from skillfactory.wire.messages import problem_to_proto, sampling_to_proto
 
 PROMPTS_STREAM = "prompts"
 """Queue stream the learner's feeder writes and sampler workers read."""
@@ -33,15 +34,6 @@ def new_epoch() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def problem_to_proto(problem: Problem) -> data_pb2.Problem:
-    """The protobuf form of a problem."""
-    message = data_pb2.Problem(
-        id=problem.id, task=problem.task, question=problem.question, answer=problem.answer
-    )
-    message.data.update(problem.data)
-    return message
-
-
 def task_template(
     run_id: str,
     epoch: str,
@@ -49,17 +41,13 @@ def task_template(
     *,
     model_uri: str,
     weights_uri: str,
-    max_prompt_length: int | None,
 ) -> data_pb2.RolloutTask:
     """What every task of one learner epoch shares (problem and index left unset)."""
-    from skillfactory.serving.rollout import sampling_to_proto
-
     return data_pb2.RolloutTask(
         run_id=run_id,
         epoch=epoch,
         n=params.n,
         sampling=sampling_to_proto(params),
-        max_prompt_length=max_prompt_length or 0,
         model_uri=model_uri,
         weights_uri=weights_uri,
     )

@@ -6,7 +6,9 @@ the first rollout task names the model folder GRPO starts from, and the slot bui
 it. A task of another learner *epoch* (a new run, or the same run after a learner restart, whose
 published versions start over) rebuilds the engine from the model, so no weights of an older
 epoch survive. Before each engine call the slot loads the newest version in the task's weight
-store when it is newer than the engine's (`catch_up`), so a sampler is at most one publish behind.
+store when it is newer than the engine's (`catch_up`), so a sampler is at most one publish behind;
+a version whose files do not match the checksum the learner wrote beside them is not loaded (the
+engine keeps serving the version it has).
 
 Callers hold `lock` around `prepare` and the engine call: one engine call or weight load at a time.
 """
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from skillfactory.engines.base import Engine
+from skillfactory.wire.weight_store import TornWeights, WeightStore
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +90,16 @@ class EngineSlot:
 
     def catch_up(self, root: Path) -> int:
         """Load the newest version under `root` if it is newer than the engine's; returns the
-        engine's version. A version pruned or half-visible meanwhile is skipped (next call)."""
-        from skillfactory.train.weight_store import WeightStore
-
+        engine's version. A version pruned, half-visible or tampered with is skipped (the next
+        call tries the newest again)."""
         engine = self.engine
         store = WeightStore(root)
         latest = store.latest()
         if latest is None or latest <= engine.policy_version:
             return engine.policy_version
         try:
-            engine.load_weights(store.folder(latest), latest)
-        except (OSError, ValueError, RuntimeError) as error:
+            engine.load_weights(store.verified(latest), latest)
+        except (OSError, ValueError, RuntimeError, TornWeights) as error:
             log.warning("cannot load weights yet", extra={"version": latest, "error": str(error)})
         else:
             self.loads += 1

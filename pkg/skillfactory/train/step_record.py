@@ -1,0 +1,68 @@
+"""What one GRPO step did: the record the learner writes, the stage completes, `steps.jsonl`
+stores, and the learner service's metrics and run controller read.
+
+A field renamed here is renamed for every reader at once (mypy checks them); no part reads a step
+as a dict. `to_json` / `from_json` are the `steps.jsonl` line format (staleness keys as strings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class QueueLevel:
+    """Depth (not yet delivered) and pending (delivered, not acked) entries of a stream."""
+
+    depth: int = 0
+    pending: int = 0
+
+
+@dataclass
+class StepRecord:
+    """One optimizer step of the GRPO learner, and the stage's counters at that step."""
+
+    version: int
+    """The policy version the step produced."""
+    loss: float
+    policy_loss: float
+    kl: float
+    clip_fraction: float
+    importance_weight_mean: float
+    truncated_fraction: float
+    grad_norm: float
+    learning_rate: float
+    reward_mean: float
+    groups: int
+    samples: int
+    tokens: int
+    staleness: dict[int, int]
+    """Completions per staleness (learner version − policy version) in this step."""
+    seconds: float
+    """Wall time of the step (training only)."""
+    group_ids: list[str]
+    weight_sync_seconds: float = 0.0
+    """Learner seconds spent handing the new weights to the samplers."""
+    dropped_stale: int = 0
+    """Groups dropped as too stale so far in the stage."""
+    dropped_zero_variance: int = 0
+    """Groups dropped for constant rewards so far in the stage."""
+    duplicate_groups: int = 0
+    """Groups dropped so far because their prompt was already trained on or waiting."""
+    queue: dict[str, QueueLevel] = field(default_factory=dict)
+    """Levels of the GRPO streams after the step (by stream name)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The `steps.jsonl` form."""
+        data = asdict(self)
+        data["staleness"] = {str(k): v for k, v in sorted(self.staleness.items())}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepRecord:
+        """A record from its `steps.jsonl` form."""
+        values = dict(data)
+        values["staleness"] = {int(k): int(v) for k, v in data.get("staleness", {}).items()}
+        values["queue"] = {k: QueueLevel(**v) for k, v in data.get("queue", {}).items()}
+        return cls(**values)
