@@ -161,7 +161,8 @@ def crosscheck(args: argparse.Namespace) -> dict[str, Any]:
     for trl_loss, our_loss in LOSS_PAIRS:
         spec = GRPOSpec(loss=our_loss, max_response_length=MAX_COMPLETION, max_staleness=0)
         learner = GRPOLearner(model, spec, pad_token_id=tokenizer.pad_token_id or 0)
-        (batch,) = learner.micro_batches(groups)
+        (update,) = learner.updates(groups)
+        (batch,) = update.micro_batches
         inputs = {
             "prompt_ids": batch.input_ids[:, :PROMPT_LENGTH],
             "prompt_mask": batch.attention_mask[:, :PROMPT_LENGTH],

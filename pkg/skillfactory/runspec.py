@@ -32,6 +32,11 @@ Composition = Literal[
 ]
 Baseline = Literal["skillfactory", "rl-only", "star", "distill"]
 LossType = Literal["token-mean", "sequence-mean", "dr-grpo"]
+Precision = Literal["auto", "bf16-mixed", "fp32", "bf16"]
+"""Training precision: `bf16-mixed` keeps fp32 master weights and optimizer state and computes in
+bf16 (autocast); `fp32` computes in fp32; `bf16` is pure bf16 (weights and optimizer state in
+bf16: updates much smaller than a weight's bf16 spacing round away); `auto` is `bf16-mixed` on a
+GPU and `fp32` on a CPU."""
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -174,6 +179,17 @@ class SFTSpec(Spec):
     """Micro-steps per optimizer step."""
     save_steps: int = Field(default=500, ge=1)
     """Checkpoint every this many optimizer steps."""
+    precision: Precision = "auto"
+    """`bf16-mixed` (fp32 master weights and Adam state, bf16 compute; what the released recipe's
+    DeepSpeed ZeRO-2 does), `fp32`, or `bf16` (pure: at lr 1e-6 most updates round away, so it is
+    refused below 1e-5 unless asked for; see `Precision`); `auto`: bf16-mixed on GPU, fp32 on CPU."""
+    adam_beta2: float = Field(default=0.999, gt=0.0, lt=1.0)
+    """Adam β2 (the released recipe uses 0.95; TRL/transformers default 0.999)."""
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    """AdamW weight decay (the released recipe uses 1e-4)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward instead of keeping them (the released recipe turns it
+    on; needed for 16k-token traces on 1.5B–7B models)."""
 
 
 class GRPOSpec(Spec):
@@ -188,13 +204,39 @@ class GRPOSpec(Spec):
     group_size: int = Field(default=16, ge=2)
     """Completions per prompt; advantages are normalized within a group."""
     prompts_per_step: int = Field(default=256, ge=1)
-    """Prompts (groups) per optimizer step."""
+    """The rollout batch: prompts (groups) sampled per policy version. The learner trains on them
+    and publishes one new version; staleness is counted in rollout batches. verl:
+    `data.train_batch_size`; TRL: the generation batch (`per_device_train_batch_size` ×
+    `gradient_accumulation_steps` × processes × `steps_per_generation`, in completions)."""
     mini_batch_size: int = Field(default=32, ge=1)
-    """Prompts per gradient micro-batch (gradient accumulation inside a step)."""
+    """Prompts (groups) per optimizer update: a rollout batch of `prompts_per_step` prompts is
+    `prompts_per_step / mini_batch_size` updates (the paper: 256 / 32 = 8), each with its own loss
+    normalisation and gradient clipping. verl: `actor.ppo_mini_batch_size`; TRL: the prompts of
+    one optimizer step (`per_device_train_batch_size` × `gradient_accumulation_steps` ×
+    processes / `num_generations`)."""
+    epochs_per_batch: int = Field(default=1, ge=1)
+    """Passes over each rollout batch (each pass is every mini-batch update again). verl:
+    `actor.ppo_epochs`; TRL: `num_iterations`."""
+    max_tokens_per_micro_batch: int = Field(default=16384, ge=1)
+    """Padded tokens (prompt + completion rows) of one forward/backward: the completions of an
+    update are packed into micro-batches up to this budget and their gradients accumulated (a
+    group larger than the budget is split into equal parts, each with its prompt). verl:
+    `actor.ppo_max_token_len_per_gpu` with `use_dynamic_bsz`."""
+    logprob_chunk_tokens: int = Field(default=1024, ge=1)
+    """Completion tokens whose logits the learner materialises at a time when computing logprobs
+    (lm_head → log-softmax → gather per chunk, recomputed in backward), so no
+    `[tokens × vocab]` tensor is ever whole."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward (verl `model.enable_gradient_checkpointing`, TRL
+    `gradient_checkpointing`). The prompt then runs once per completion instead of once per
+    group (the shared-prefix cache needs the kept activations)."""
+    precision: Precision = "auto"
+    """Learner precision (see `Precision`); `auto`: bf16-mixed on GPU, fp32 on CPU. `bf16` (pure)
+    is refused below lr 1e-5 unless asked for (its updates round away)."""
     learning_rate: float = Field(default=1e-6, gt=0.0)
     """Learning rate (AdamW, constant after warmup)."""
     warmup_steps: int = Field(default=0, ge=0)
-    """Linear warmup steps."""
+    """Linear warmup, in optimizer updates (verl `optim.lr_warmup_steps`)."""
     loss: LossType = "token-mean"
     """Loss aggregation: token-mean (DAPO), sequence-mean (GRPO) or dr-grpo."""
     clip_eps_low: float = Field(default=0.2, ge=0.0, le=1.0)
@@ -221,6 +263,15 @@ class GRPOSpec(Spec):
     """Checkpoint every this many steps."""
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     """Gradient clipping norm."""
+
+    @model_validator(mode="after")
+    def _updates_divide_the_batch(self) -> GRPOSpec:
+        if self.prompts_per_step % self.mini_batch_size:
+            raise ValueError(
+                f"mini_batch_size ({self.mini_batch_size}) must divide prompts_per_step "
+                f"({self.prompts_per_step}): a rollout batch is a whole number of updates"
+            )
+        return self
 
 
 class BudgetForcingSpec(Spec):

@@ -23,7 +23,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_worker(args: list[str], processes: int) -> None:
+def run_worker(args: list[str], processes: int, spec: dict[str, object] | None = None) -> None:
     if processes == 1:
         command = [sys.executable, str(WORKER), *args]
     else:
@@ -31,7 +31,8 @@ def run_worker(args: list[str], processes: int) -> None:
         assert torchrun, "torchrun comes with torch"
         command = [torchrun, f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
                    f"--master_port={free_port()}", str(WORKER), *args]  # fmt: skip
-    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    env = {**ENV, "SF_GRPO_SPEC": json.dumps(spec or {})}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
 
 
@@ -83,3 +84,20 @@ def test_a_checkpoint_from_two_processes_resumes_in_one(
     weights, metrics = outputs(tmp_path)
     assert [s["version"] for s in metrics["steps"]] == [2]  # type: ignore[index]
     assert_same_weights(weights, outputs(single)[0])
+
+
+def test_two_processes_with_uneven_micro_batches_and_several_updates_train_like_one(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Two updates per step, and a token budget that packs each rank's group into a different
+    number of micro-batches: the rank with fewer repeats one at weight 0 (every FSDP2 forward is
+    a collective), and the result is the single process's."""
+    spec = {"prompts_per_step": 4, "mini_batch_size": 2, "max_tokens_per_micro_batch": 14}
+    run_worker([str(tiny_model_dir), str(tmp_path / "one")], 1, spec)
+    run_worker([str(tiny_model_dir), str(tmp_path / "two")], 2, spec)
+    weights, metrics = outputs(tmp_path / "two")
+    single_weights, single_metrics = outputs(tmp_path / "one")
+    assert_same_weights(weights, single_weights)
+    for ours, theirs in zip(metrics["steps"], single_metrics["steps"], strict=True):  # type: ignore[call-overload]
+        assert ours["updates"] == theirs["updates"] == 2
+        assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-5)

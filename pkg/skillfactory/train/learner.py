@@ -1,25 +1,36 @@
-"""The GRPO learner: turns batches of groups into optimizer steps and policy versions.
+"""The GRPO learner: turns rollout batches of groups into optimizer updates and policy versions.
 
-One step (`train_step`) trains policy version `v` into `v + 1` on `prompts_per_step` groups the
-learner accepted (`accepts`: not staler than `max_staleness`, and not of constant reward when
-`filter_zero_variance` is on). Within a step:
+One step (`train_step`) trains policy version `v` into `v + 1` on the `prompts_per_step` groups of
+one rollout batch the learner accepted (`accepts`: not staler than `max_staleness`, and not of
+constant reward when `filter_zero_variance` is on). The update semantics are verl's
+(`train_batch_size` / `ppo_mini_batch_size` / `ppo_epochs`):
 
 1. advantages are normalised per group (Dr.GRPO: centred only);
-2. the groups are cut into micro-batches of `mini_batch_size` groups; each is one forward and
-   backward, with loss normalisers (tokens, sequences) of the whole step, so the accumulated
-   gradient is the full batch's;
-3. the proximal logprobs are those of the weights at the start of the step. There is one
-   optimizer step per batch, so they are the detached logprobs of the same forward pass: no second
-   pass is needed, and the PPO ratio is exactly 1 (its gradient is the policy gradient);
-4. behaviour logprobs are the engine's. A completion sampled by the current version (staleness 0)
+2. the rollout batch is cut into optimizer updates of `mini_batch_size` groups (the paper: 256
+   prompts / 32 = 8 updates), and the updates run `epochs_per_batch` times;
+3. an update's completions are packed into micro-batches of at most `max_tokens_per_micro_batch`
+   padded tokens (`rollout_batch.pack_micro_batches`); each is one forward and backward with the
+   loss normalisers (tokens, sequences) of the whole update, so the accumulated gradient is the
+   update's;
+4. the proximal logprobs are those of the weights at the start of the rollout batch: with one
+   update they are the detached logprobs of the update's own forward pass (the PPO ratio is
+   exactly 1); with several, a no-grad pass over every micro-batch keeps them before the first
+   update (`keep_proximal_logprobs`);
+5. behaviour logprobs are the engine's. A completion sampled by the current version (staleness 0)
    was sampled by the proximal policy itself, so its importance weight is exactly 1, which makes
    `max_staleness: 0` synchronous on-policy GRPO; staler tokens get w = min(π_prox/π_behav, cap);
-5. gradients are clipped to `max_grad_norm`, AdamW steps, and the version goes up by one.
+6. each update clips gradients to `max_grad_norm` and steps AdamW; after the rollout batch the
+   version goes up by one (staleness is counted in rollout batches).
+
+Precision (`grpo.precision`): `bf16-mixed` keeps fp32 master weights and optimizer state and runs
+the forward under bf16 autocast (CPU too); `fp32`; `bf16` holds the weights in bf16.
+`gradient_checkpointing` recomputes activations in backward.
 
 Under `torchrun` (a process group is initialised) the model is sharded with FSDP2
-(`skillfactory.train.parallel`) and each rank trains its share of the step's groups
+(`skillfactory.train.parallel`) and each rank trains its share of each update's groups
 (`groups[rank::world]`); every rank sees the same groups, so the loss normalisers stay global, and
-the gradient averaged over ranks is the single-process one.
+the gradient averaged over ranks is the single-process one. Ranks run as many micro-batches as the
+rank with the most (weight-0 repeats), since every FSDP2 forward is a collective.
 """
 
 from __future__ import annotations
@@ -53,13 +64,28 @@ from skillfactory.train.parallel import (
     shard_model,
     world,
 )
-from skillfactory.train.rollout_batch import RolloutBatch, collate_groups, completion_logprobs
+from skillfactory.train.precision import resolve_precision
+from skillfactory.train.rollout_batch import (
+    RolloutBatch,
+    collate_parts,
+    completion_logprobs,
+    pack_micro_batches,
+)
 from skillfactory.train.staleness import StalenessFilter
 from skillfactory.train.step_record import StepRecord
 
 STATE_FILE = "learner.json"
 MODEL_DIR = "model"
 LATEST_FILE = "latest"
+
+
+@dataclass
+class Update:
+    """One optimizer update: this rank's micro-batches and the whole update's loss normalisers."""
+
+    micro_batches: list[RolloutBatch]
+    num_tokens: int
+    num_sequences: int
 
 
 @dataclass
@@ -121,6 +147,14 @@ class Learner(Protocol):
         ...
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in backward (non-reentrant)."""
+    enable = getattr(model, "gradient_checkpointing_enable", None)
+    if enable is None:
+        raise ValueError(f"{type(model).__name__} cannot checkpoint its activations")
+    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def warmup_then_constant(warmup_steps: int) -> Any:
     """LR multiplier: linear warmup over `warmup_steps`, then constant."""
 
@@ -146,6 +180,14 @@ class GRPOLearner:
             raise ValueError("grpo.kl_beta > 0 needs a reference model")
         self.spec = spec
         self.rank, self.world_size = world()
+        self.precision = resolve_precision(
+            spec.precision, spec.learning_rate, cuda=torch.cuda.is_available()
+        )
+        self.autocast = self.precision == "bf16-mixed"
+        if self.precision == "bf16":
+            model.to(torch.bfloat16)
+        if spec.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         self.model = shard_model(model)
         self.ref_model = ref_model if ref_model is None else shard_model(ref_model)
         self.pad_token_id = pad_token_id
@@ -200,36 +242,85 @@ class GRPOLearner:
             result.append(group_advantages(rewards, scale_by_std=scale)[0].tolist())
         return result
 
-    def micro_batches(self, groups: Sequence[Group]) -> list[RolloutBatch]:
-        """This rank's share of the step's groups, collated `mini_batch_size` groups at a time."""
-        mine = list(groups[self.rank :: self.world_size])
-        advantages = self.advantages(mine)
+    def updates(self, groups: Sequence[Group]) -> list[Update]:
+        """The rollout batch as optimizer updates of `mini_batch_size` groups; each holds this
+        rank's share of its groups (`[rank::world]`) packed into micro-batches by token budget."""
         size = self.spec.mini_batch_size
-        return [
-            collate_groups(
-                mine[i : i + size], advantages[i : i + size], self.version, self.pad_token_id
-            ).to(self.device)
-            for i in range(0, len(mine), size)
-        ]
+        result = []
+        for start in range(0, len(groups), size):
+            chunk = list(groups[start : start + size])
+            if len(chunk) < self.world_size:
+                raise ValueError(f"an update needs at least one group per rank ({self.world_size})")
+            mine = chunk[self.rank :: self.world_size]
+            packed = pack_micro_batches(
+                mine, self.advantages(mine), self.spec.max_tokens_per_micro_batch
+            )
+            result.append(
+                Update(
+                    micro_batches=[
+                        collate_parts(parts, self.version, self.pad_token_id).to(self.device)
+                        for parts in packed
+                    ],
+                    num_tokens=sum(len(c.token_ids) for g in chunk for c in g.completions),
+                    num_sequences=sum(len(g.completions) for g in chunk),
+                )
+            )
+        return result
 
     def train_step(self, groups: Sequence[Group]) -> StepRecord:
-        """One optimizer step on `groups` (all accepted); publishes nothing, returns metrics."""
+        """One rollout batch into one policy version: `epochs_per_batch` passes of optimizer
+        updates over mini-batches of `mini_batch_size` groups (all accepted)."""
         if len(groups) < self.world_size:
             raise ValueError(f"a step needs at least one group per rank ({self.world_size})")
         started = time.perf_counter()
         self.model.train()
-        num_tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
-        num_sequences = sum(len(g.completions) for g in groups)
-        batches = self.micro_batches(groups)
+        updates = self.updates(groups)
+        if len(updates) * self.spec.epochs_per_batch > 1:
+            self.keep_proximal_logprobs(updates)
         sums: Counter[str] = Counter()
-        for index, batch in enumerate(batches):
+        grad_norms, learning_rates = [], []
+        for _ in range(self.spec.epochs_per_batch):
+            for update in updates:
+                sums.update(self.accumulate(update))
+                grad_norm, learning_rate = self.optimizer_step()
+                grad_norms.append(grad_norm)
+                learning_rates.append(learning_rate)
+        totals = {k: v / len(grad_norms) for k, v in self._all_reduce(sums).items()}
+        return self._finish_step(
+            groups,
+            totals,
+            sum(grad_norms) / len(grad_norms),
+            learning_rates[-1],
+            started,
+            updates=len(grad_norms),
+        )
+
+    def keep_proximal_logprobs(self, updates: Sequence[Update]) -> None:
+        """The logprobs of the weights at the start of the rollout batch, for every micro-batch
+        of every update (the proximal policy of the decoupled objective)."""
+        with torch.no_grad():
+            for update in updates:
+                for batch, _ in self._aligned(update.micro_batches):
+                    with self._mixed_precision():
+                        batch.proximal_logprobs = self._logprobs(self.model, batch).float()
+
+    def accumulate(self, update: Update) -> Counter[str]:
+        """The gradient of one update, accumulated over its micro-batches (loss normalisers of
+        the whole update, so the sum is the update's loss); returns metric sums."""
+        sums: Counter[str] = Counter()
+        batches = self._aligned(update.micro_batches)
+        for index, (batch, weight) in enumerate(batches):
             with gradient_sync(self.model, enabled=index == len(batches) - 1):
-                output = self._loss(batch, num_tokens, num_sequences)
-                (output.loss * self.world_size).backward()
-            weight = batch.num_tokens / max(num_tokens, 1) * self.world_size
+                output = self._loss(batch, update.num_tokens, update.num_sequences)
+                (output.loss * weight * self.world_size).backward()
+            share = batch.num_tokens / max(update.num_tokens, 1) * self.world_size * weight
             for name, value in output.metrics().items():
-                summed = name in ("loss", "policy_loss")  # already normalised by the step's totals
-                sums[name] += value * self.world_size if summed else value * weight
+                summed = name in ("loss", "policy_loss")  # already normalised by the update's
+                sums[name] += value * self.world_size * weight if summed else value * share
+        return sums
+
+    def optimizer_step(self) -> tuple[float, float]:
+        """Clip, step, schedule; returns the gradient norm (before clipping) and the LR used."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.max_grad_norm)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
             grad_norm = grad_norm.full_tensor()
@@ -237,31 +328,39 @@ class GRPOLearner:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        totals = self._all_reduce(sums)
-        return self._finish_step(
-            groups,
-            totals,
-            float(grad_norm),
-            float(learning_rate),
-            started,
-            samples=num_sequences,
-            tokens=num_tokens,
-        )
+        return float(grad_norm), float(learning_rate)
+
+    def _aligned(self, batches: list[RolloutBatch]) -> list[tuple[RolloutBatch, float]]:
+        """The micro-batches with their loss weights (1), padded with weight-0 repeats to the most
+        any rank has: under FSDP2 every rank must run as many forwards as the others."""
+        count = len(batches)
+        if self.world_size > 1:
+            most = torch.tensor([count], device=self.device)
+            torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+            count = int(most.item())
+        weighted = [(batch, 1.0) for batch in batches]
+        return weighted + [(batches[-1], 0.0)] * (count - len(batches))
 
     def _mixed_precision(self) -> Any:
-        """bf16 autocast on GPUs (fp32 master weights and optimizer); nothing on CPU."""
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        """bf16 autocast under `bf16-mixed` (fp32 master weights and optimizer); nothing else."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
+    def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
+        return completion_logprobs(model, batch, shared_prefix=not self.spec.gradient_checkpointing)
 
     def _loss(self, batch: RolloutBatch, num_tokens: int, num_sequences: int) -> Any:
         with self._mixed_precision():
-            logprobs = completion_logprobs(self.model, batch)
-        proximal = logprobs.detach()
+            logprobs = self._logprobs(self.model, batch)
+        if batch.proximal_logprobs is None:
+            proximal = logprobs.detach()
+        else:
+            proximal = batch.proximal_logprobs.to(logprobs.dtype)
         on_policy = (batch.staleness == 0).unsqueeze(1)
         behaviour = torch.where(on_policy, proximal, batch.behaviour_logprobs.to(proximal.dtype))
         ref = None
         if self.ref_model is not None:
             with torch.no_grad(), self._mixed_precision():
-                ref = completion_logprobs(self.ref_model, batch)
+                ref = self._logprobs(self.ref_model, batch)
         return grpo_policy_loss(
             logprobs,
             proximal,
@@ -290,9 +389,10 @@ class GRPOLearner:
         learning_rate: float,
         started: float,
         *,
-        samples: int,
-        tokens: int,
+        updates: int,
     ) -> StepRecord:
+        samples = sum(len(g.completions) for g in groups)
+        tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
         staleness = Counter(self.version - c.policy_version for g in groups for c in g.completions)
         counters = self.counters
         counters.version += 1
@@ -318,6 +418,7 @@ class GRPOLearner:
             staleness=dict(staleness),
             seconds=time.perf_counter() - started,
             group_ids=[g.group_id for g in groups],
+            updates=updates,
         )
 
     def weights(self) -> dict[str, Tensor]:

@@ -10,12 +10,16 @@ The completions of a group share their prompt, so the prompt is run once per gro
 (`shared_prefix_logprobs`): its KV cache, which carries the gradient, is repeated for the group's
 completions, which then attend to it. The result is the same as running every full sequence
 (tested), with `G·P + B·C` tokens through the model instead of `B·(P + C)`.
+
+An optimizer update's completions are cut into micro-batches by a token budget
+(`pack_micro_batches`): whole groups while they fit, and a group too large for the budget in equal
+parts (each part runs the prompt again), so one forward never holds more than the budget's rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -52,6 +56,9 @@ class RolloutBatch:
     """`[G, P]` 1 on real prompt tokens."""
     group_size: int
     """Completions per group when every group has the same number, else 0."""
+    proximal_logprobs: Tensor | None = None
+    """`[B, C]` logprobs of the weights at the start of the rollout batch, when the batch trains
+    in more than one optimizer update (None: the update's own forward pass stands for them)."""
 
     @property
     def num_tokens(self) -> int:
@@ -64,6 +71,74 @@ class RolloutBatch:
             k: v.to(device) if isinstance(v, Tensor) else v for k, v in vars(self).items()
         }
         return RolloutBatch(**moved)
+
+
+@dataclass
+class GroupPart:
+    """Some consecutive completions of one group, with their advantages."""
+
+    group: Group
+    advantages: list[float]
+
+    @property
+    def rows(self) -> int:
+        return len(self.group.completions)
+
+    @property
+    def width(self) -> int:
+        """Prompt plus longest completion, in tokens."""
+        longest = max((len(c.token_ids) for c in self.group.completions), default=0)
+        return len(self.group.prompt_token_ids) + max(1, longest)
+
+
+def split_group(group: Group, advantages: Sequence[float], budget: int) -> list[GroupPart]:
+    """`group` in the fewest equal parts whose padded tokens (rows × width) fit `budget` (one
+    completion per part at worst)."""
+    whole = GroupPart(group, list(advantages))
+    size = len(group.completions)
+    fits = [d for d in range(size, 0, -1) if size % d == 0 and d * whole.width <= budget]
+    part = fits[0] if fits else 1
+    return [
+        GroupPart(
+            replace(
+                group,
+                completions=group.completions[start : start + part],
+                rewards=group.rewards[start : start + part],
+            ),
+            list(advantages[start : start + part]),
+        )
+        for start in range(0, size, part)
+    ]
+
+
+def pack_micro_batches(
+    groups: Sequence[Group], advantages: Sequence[Sequence[float]], budget: int
+) -> list[list[GroupPart]]:
+    """The parts of `groups` packed in order into micro-batches of at most `budget` padded tokens
+    (rows × the widest row; a part larger than the budget alone)."""
+    batches: list[list[GroupPart]] = []
+    current: list[GroupPart] = []
+    rows = width = 0
+    for group, group_advantages in zip(groups, advantages, strict=True):
+        for part in split_group(group, group_advantages, budget):
+            grown = (rows + part.rows) * max(width, part.width)
+            if current and grown > budget:
+                batches.append(current)
+                current, rows, width = [], 0, 0
+            current.append(part)
+            rows, width = rows + part.rows, max(width, part.width)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def collate_parts(
+    parts: Sequence[GroupPart], learner_version: int, pad_token_id: int
+) -> RolloutBatch:
+    """One micro-batch of group parts as learner tensors."""
+    return collate_groups(
+        [p.group for p in parts], [p.advantages for p in parts], learner_version, pad_token_id
+    )
 
 
 def collate_groups(
@@ -141,10 +216,13 @@ def selected_logprobs(logits: Tensor, token_ids: Tensor) -> Tensor:
     return torch.stack(rows)
 
 
-def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
+def completion_logprobs(
+    model: torch.nn.Module, batch: RolloutBatch, *, shared_prefix: bool = True
+) -> Tensor:
     """`[B, C]` logprobs of the completion tokens under `model` (raw logits, temperature 1, as
-    the engines report them): prompts once per group when the groups allow it."""
-    if batch.group_size > 1:
+    the engines report them): prompts once per group when the groups allow it and
+    `shared_prefix` is on."""
+    if shared_prefix and batch.group_size > 1:
         return shared_prefix_logprobs(model, batch)
     return full_sequence_logprobs(model, batch)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from skillfactory.runspec import SFTSpec
+from skillfactory.train.precision import resolve_precision
 
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
@@ -72,8 +73,10 @@ def last_checkpoint(out: Path) -> str | None:
     return str(max(numbered)[1]) if numbered else None
 
 
-def sft_config(spec: SFTSpec, out: Path, seed: int, use_cpu: bool) -> Any:
-    """TRL's `SFTConfig` from the run spec's `sft` section (loss on completions only)."""
+def sft_config(spec: SFTSpec, out: Path, seed: int, use_cpu: bool, precision: str) -> Any:
+    """TRL's `SFTConfig` from the run spec's `sft` section (loss on completions only) for a
+    resolved `precision` (bf16 autocast only under bf16-mixed; the model's own dtype holds the
+    master weights)."""
     # deferred: heavy or optional (trl)
     from trl import SFTConfig
 
@@ -93,7 +96,11 @@ def sft_config(spec: SFTSpec, out: Path, seed: int, use_cpu: bool) -> Any:
         seed=seed,
         data_seed=seed,
         use_cpu=use_cpu,
-        bf16=not use_cpu,
+        bf16=precision == "bf16-mixed",
+        adam_beta2=spec.adam_beta2,
+        weight_decay=spec.weight_decay,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=1,
         report_to=[],
         dataloader_num_workers=0,
@@ -112,10 +119,11 @@ def sft_trainer(
     from trl import SFTTrainer
 
     use_cpu = not torch.cuda.is_available()
-    dtype = torch.float32 if use_cpu else torch.bfloat16
+    precision = resolve_precision(spec.precision, spec.learning_rate, cuda=not use_cpu)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype),
-        args=sft_config(spec, out, seed, use_cpu),
+        args=sft_config(spec, out, seed, use_cpu, precision),
         train_dataset=Dataset.from_list(pairs),
         processing_class=AutoTokenizer.from_pretrained(str(model)),
     )

@@ -42,6 +42,8 @@ class StepRecord:
     seconds: float
     """Wall time of the step (training only)."""
     group_ids: list[str]
+    updates: int = 1
+    """Optimizer updates the rollout batch took (mini-batches × epochs)."""
     weight_sync_seconds: float = 0.0
     """Learner seconds spent handing the new weights to the samplers."""
     dropped_stale: int = 0

@@ -97,7 +97,7 @@ class DataSpec(_message.Message):
     def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., prompt_variants: _Optional[_Iterable[str]] = ..., samples_per_variant: _Optional[int] = ..., reflections_per_sample: _Optional[int] = ..., sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., reflection_sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., max_samples_per_trace: _Optional[int] = ..., composition: _Optional[str] = ..., rationalization: _Optional[bool] = ..., seed: _Optional[int] = ..., complete_missing_tags: _Optional[bool] = ...) -> None: ...
 
 class SFTSpec(_message.Message):
-    __slots__ = ("dataset", "learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_length", "per_device_batch_size", "gradient_accumulation_steps", "save_steps")
+    __slots__ = ("dataset", "learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_length", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "precision", "adam_beta2", "weight_decay", "gradient_checkpointing")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     LR_SCHEDULER_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,10 @@ class SFTSpec(_message.Message):
     PER_DEVICE_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_ACCUMULATION_STEPS_FIELD_NUMBER: _ClassVar[int]
     SAVE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    ADAM_BETA2_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     learning_rate: float
     lr_scheduler: str
@@ -116,10 +120,14 @@ class SFTSpec(_message.Message):
     per_device_batch_size: int
     gradient_accumulation_steps: int
     save_steps: int
-    def __init__(self, dataset: _Optional[str] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., warmup_ratio: _Optional[float] = ..., num_epochs: _Optional[float] = ..., max_length: _Optional[int] = ..., per_device_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., save_steps: _Optional[int] = ...) -> None: ...
+    precision: str
+    adam_beta2: float
+    weight_decay: float
+    gradient_checkpointing: bool
+    def __init__(self, dataset: _Optional[str] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., warmup_ratio: _Optional[float] = ..., num_epochs: _Optional[float] = ..., max_length: _Optional[int] = ..., per_device_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., save_steps: _Optional[int] = ..., precision: _Optional[str] = ..., adam_beta2: _Optional[float] = ..., weight_decay: _Optional[float] = ..., gradient_checkpointing: _Optional[bool] = ...) -> None: ...
 
 class GRPOSpec(_message.Message):
-    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm")
+    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision")
     TASK_FIELD_NUMBER: _ClassVar[int]
     NUM_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +149,11 @@ class GRPOSpec(_message.Message):
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     SAVE_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_PER_MICRO_BATCH_FIELD_NUMBER: _ClassVar[int]
+    LOGPROB_CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     task: str
     num_problems: int
     steps: int
@@ -162,7 +175,12 @@ class GRPOSpec(_message.Message):
     top_p: float
     save_steps: int
     max_grad_norm: float
-    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ...) -> None: ...
+    epochs_per_batch: int
+    max_tokens_per_micro_batch: int
+    logprob_chunk_tokens: int
+    gradient_checkpointing: bool
+    precision: str
+    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., epochs_per_batch: _Optional[int] = ..., max_tokens_per_micro_batch: _Optional[int] = ..., logprob_chunk_tokens: _Optional[int] = ..., gradient_checkpointing: _Optional[bool] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class BudgetForcingSpec(_message.Message):
     __slots__ = ("enabled", "first_budget", "total_budget")

@@ -169,7 +169,8 @@ def test_the_learner_step_loss_matches_trl_on_an_on_policy_group(
     spec = GRPOSpec(loss=our_loss, max_response_length=COMPLETION_LENGTH, max_staleness=0)
     learner = GRPOLearner(model, spec, pad_token_id=0)
     (advantages,) = learner.advantages([group])
-    (collated,) = learner.micro_batches([group])
+    (update,) = learner.updates([group])
+    (collated,) = update.micro_batches
     assert collated.group_size == 4
 
     model.zero_grad(set_to_none=True)

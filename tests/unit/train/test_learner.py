@@ -11,6 +11,8 @@ from skillfactory.engines.base import Completion
 from skillfactory.group import Group
 from skillfactory.runspec import GRPOSpec
 from skillfactory.tasks.base import Problem
+from skillfactory.train.advantages import group_advantages
+from skillfactory.train.grpo_loss import GRPOLossConfig, grpo_policy_loss
 from skillfactory.train.learner import GRPOLearner, latest_checkpoint
 from skillfactory.train.rollout_batch import collate_groups, completion_logprobs
 
@@ -50,8 +52,9 @@ def load_model(path: Path) -> torch.nn.Module:
 
 
 def learner_on(path: Path, **spec: object) -> GRPOLearner:
-    grpo = GRPOSpec(**{"learning_rate": 1e-2, "mini_batch_size": 1, **spec})  # type: ignore[arg-type]
-    return GRPOLearner(load_model(path), grpo, pad_token_id=0)
+    """A learner whose rollout batches are one optimizer update unless the test says otherwise."""
+    values = {"learning_rate": 1e-2, "prompts_per_step": 256, "mini_batch_size": 256, **spec}
+    return GRPOLearner(load_model(path), GRPOSpec(**values), pad_token_id=0)  # type: ignore[arg-type]
 
 
 def test_stale_groups_are_dropped_and_counted(tiny_model_dir: Path) -> None:
@@ -99,18 +102,96 @@ def test_learner_logprobs_are_right_aligned_to_the_completion(tiny_model_dir: Pa
             row += 1
 
 
-def test_micro_batches_accumulate_to_the_full_batch_step(tiny_model_dir: Path) -> None:
+def test_micro_batches_by_token_budget_give_the_gradient_of_one_big_batch(
+    tiny_model_dir: Path,
+) -> None:
+    """A budget of a few tokens splits groups into parts (one completion each at worst); the
+    accumulated gradient equals one forward over every completion at once."""
     groups = [make_group(i, [1.0, 0.0, 0.0, 1.0][i % 2 :] + [0.5] * (i % 2)) for i in range(4)]
-    one_by_one = learner_on(tiny_model_dir, mini_batch_size=1)
-    all_at_once = learner_on(tiny_model_dir, mini_batch_size=4)
-    first = one_by_one.train_step(groups)
-    second = all_at_once.train_step(groups)
-    assert first.loss == pytest.approx(second.loss, abs=1e-6)
-    assert first.grad_norm == pytest.approx(second.grad_norm, rel=1e-4)
-    for a, b in zip(one_by_one.model.parameters(), all_at_once.model.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # Adam: update ≈ lr = 1e-2
-    assert first.version == second.version == 1
-    assert first.samples == sum(len(g.completions) for g in groups)
+    small = learner_on(tiny_model_dir, mini_batch_size=4, max_tokens_per_micro_batch=9)
+    big = learner_on(tiny_model_dir, mini_batch_size=4, max_tokens_per_micro_batch=100_000)
+    (tiny_update,) = small.updates(groups)
+    (one_update,) = big.updates(groups)
+    assert len(one_update.micro_batches) == 1 and len(tiny_update.micro_batches) >= 8
+    small.accumulate(tiny_update)
+    big.accumulate(one_update)
+    for a, b in zip(small.model.parameters(), big.model.parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+    first, second = small.optimizer_step(), big.optimizer_step()
+    assert first[0] == pytest.approx(second[0], rel=1e-5)  # the gradient norms
+    for a, b in zip(small.model.parameters(), big.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_rollout_batch_of_256_prompts_with_mini_batch_32_makes_8_updates_like_a_hand_loop(
+    tiny_model_dir: Path,
+) -> None:
+    """verl's semantics: 256 / 32 = 8 optimizer updates, each normalised over its own 32 groups,
+    all with the proximal policy of the weights at the start of the rollout batch; one version."""
+    groups = [make_group(i, [1.0, 0.0] if i % 3 else [0.0, 1.0], length=3) for i in range(256)]
+    learner = learner_on(tiny_model_dir, mini_batch_size=32, learning_rate=1e-3)
+    steps = 0
+    step = learner.optimizer.step
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal steps
+        steps += 1
+        return step(*args, **kwargs)
+
+    learner.optimizer.step = counted  # type: ignore[method-assign]
+    record = learner.train_step(groups)
+    assert steps == 8 and record.updates == 8 and record.version == 1 and learner.version == 1
+
+    model = load_model(tiny_model_dir)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    config = GRPOLossConfig.from_spec(learner.spec)
+    batches = []
+    for start in range(0, 256, 32):
+        chunk = groups[start : start + 32]
+        advantages = [group_advantages(torch.tensor([g.rewards]))[0].tolist() for g in chunk]
+        batch = collate_groups(chunk, advantages, 0, pad_token_id=0)
+        with torch.no_grad():
+            proximal = completion_logprobs(model, batch)
+        batches.append((batch, proximal))
+    for batch, proximal in batches:
+        logprobs = completion_logprobs(model, batch)
+        loss = grpo_policy_loss(
+            logprobs, proximal, proximal, batch.advantages, batch.completion_mask, config
+        ).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), learner.spec.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+    for a, b in zip(learner.model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_one_update_per_batch_needs_no_proximal_pass_and_several_keep_the_starting_policy(
+    tiny_model_dir: Path,
+) -> None:
+    groups = [make_group(i, [1.0, 0.0]) for i in range(4)]
+    single = learner_on(tiny_model_dir, mini_batch_size=4)
+    (update,) = single.updates(groups)
+    single.accumulate(update)
+    assert update.micro_batches[0].proximal_logprobs is None
+    several = learner_on(tiny_model_dir, mini_batch_size=2, epochs_per_batch=2)
+    updates = several.updates(groups)
+    several.keep_proximal_logprobs(updates)
+    starting = load_model(tiny_model_dir)
+    kept = [batch.proximal_logprobs for u in updates for batch in u.micro_batches]
+    with torch.no_grad():
+        expected = [completion_logprobs(starting, b) for u in updates for b in u.micro_batches]
+    for got, want in zip(kept, expected, strict=True):
+        assert got is not None
+        torch.testing.assert_close(got, want)
+    several.accumulate(updates[0])
+    several.optimizer_step()  # the weights move; the second update keeps the starting policy
+    output = several._loss(updates[1].micro_batches[0], 1, 1)
+    assert output.ratio_mean != pytest.approx(1.0, abs=1e-7)
+    record = learner_on(tiny_model_dir, mini_batch_size=2, epochs_per_batch=2).train_step(groups)
+    assert record.updates == 4 and record.version == 1
 
 
 def test_on_policy_tokens_ignore_engine_logprobs_and_stale_ones_are_reweighted(
@@ -192,3 +273,24 @@ def test_shared_prefix_forward_equals_full_sequences_in_value_and_gradient(
     torch.testing.assert_close(shared[mask], full[mask], rtol=1e-4, atol=1e-5)
     for a, b in zip(shared_grads, full_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_gradient_checkpointing_and_bf16_mixed_train_the_same_step(tiny_model_dir: Path) -> None:
+    """Checkpointed activations (the prompt then runs per completion) give the plain step's
+    update; bf16-mixed on CPU (autocast) stays close to fp32 and keeps fp32 weights."""
+    groups = [make_group(i, [1.0, 0.0, 0.5]) for i in range(2)]
+    plain = learner_on(tiny_model_dir, learning_rate=1e-3)
+    checkpointed = learner_on(tiny_model_dir, learning_rate=1e-3, gradient_checkpointing=True)
+    mixed = learner_on(tiny_model_dir, learning_rate=1e-3, precision="bf16-mixed")
+    assert plain.precision == "fp32" and mixed.autocast
+    records = [learner.train_step(groups) for learner in (plain, checkpointed, mixed)]
+    assert records[1].loss == pytest.approx(records[0].loss, abs=1e-6)
+    for a, b, c in zip(
+        plain.model.parameters(),
+        checkpointed.model.parameters(),
+        mixed.model.parameters(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert c.dtype == torch.float32
+    assert records[2].loss == pytest.approx(records[0].loss, abs=0.05)

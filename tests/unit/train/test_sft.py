@@ -110,3 +110,71 @@ def test_an_empty_dataset_is_a_clear_error(tiny_model_dir: Path, tmp_path: Path)
     (tmp_path / "sft.jsonl").write_text("")
     with pytest.raises(EmptySFTDataset, match="no chat"):
         run_sft(SFTSpec(), tiny_model_dir, tmp_path / "sft.jsonl", tmp_path / "out")
+
+
+def _weights(folder: Path) -> dict[str, object]:
+    from safetensors.torch import load_file
+
+    return {
+        k: v.float() for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()
+    }
+
+
+def _changed_share(precision: str, tiny_model_dir: Path, tmp_path: Path) -> float:
+    """Share of the parameters with a non-zero gradient that one SFT step at lr 1e-6 changes,
+    compared in fp32 (the start held in the precision's own weight dtype)."""
+    import torch
+
+    chats = write_chats(tmp_path / f"{precision}.jsonl", 1)
+    spec = SFTSpec(
+        learning_rate=1e-6,
+        lr_scheduler="constant",
+        warmup_ratio=0.0,
+        num_epochs=1,
+        max_length=128,
+        precision=precision,  # type: ignore[arg-type]
+    )
+    probe = sft_trainer(
+        SFTSpec(max_length=128, precision="fp32"),
+        tiny_model_dir,
+        read_chat_dataset(chats),
+        tmp_path / "probe",
+    )
+    batch = probe.data_collator([probe.train_dataset[0]])
+    probe.compute_loss(probe.model, batch).backward()
+    touched = {n: p.grad != 0 for n, p in probe.model.named_parameters() if p.grad is not None}
+    with pytest.warns(UserWarning, match="pure bf16") if precision == "bf16" else _no_warning():
+        result = run_sft(spec, tiny_model_dir, chats, tmp_path / precision)
+    assert result.steps == 1
+    start_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    before = {k: v.to(start_dtype).float() for k, v in _weights(tiny_model_dir).items()}
+    after = _weights(Path(result.model_dir))
+    changed = total = 0
+    for name, mask in touched.items():
+        key = name if name in after else name.removeprefix("model.")
+        if key not in after:
+            continue
+        diff = (after[key] != before[key]) & mask  # type: ignore[operator]
+        changed += int(diff.sum())
+        total += int(mask.sum())
+    assert total > 0
+    return changed / total
+
+
+class _no_warning:  # noqa: N801 (a context manager in a conditional expression)
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def test_bf16_mixed_keeps_tiny_updates_that_pure_bf16_rounds_away(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """At the paper's lr 1e-6 an Adam step is ~1e-6 per weight: fp32 master weights keep it,
+    bf16 weights near 0.02 (spacing ~1e-4) round it away."""
+    mixed = _changed_share("bf16-mixed", tiny_model_dir, tmp_path)
+    pure = _changed_share("bf16", tiny_model_dir, tmp_path)
+    assert mixed >= 0.9, mixed
+    assert pure < 0.5 * mixed, (pure, mixed)
