@@ -95,7 +95,22 @@ class VllmEngineSpec(Spec):
     """Context length vLLM reserves for; None takes the model's."""
 
 
-EngineSpec = Annotated[TransformersEngineSpec | VllmEngineSpec, Field(discriminator="type")]
+class SimulatedEngineSpec(Spec):
+    """SIMULATION for tests and benchmarks: completions that are a function of the prompt and its
+    seed alone (`skillfactory.engines.simulated.SeededTextEngine`), no model is run, and every
+    call lasts `seconds_per_token` per decode step. Never for results about a model."""
+
+    type: Literal["simulated"] = "simulated"
+    """Engine kind."""
+    seconds_per_token: float = Field(default=0.0, ge=0.0)
+    """Simulated decode time per step of the longest completion of a call."""
+    max_batch_size: int = Field(default=256, ge=1)
+    """Rows the rollout service merges into one call."""
+
+
+EngineSpec = Annotated[
+    TransformersEngineSpec | VllmEngineSpec | SimulatedEngineSpec, Field(discriminator="type")
+]
 
 
 class InProcessQueueSpec(Spec):

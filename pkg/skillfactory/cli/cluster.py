@@ -48,8 +48,26 @@ def up(
             min=0, help="SIMULATION: rollout engine calls last at least this many ms per token."
         ),
     ] = 0.0,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Engine of the rollout services: transformers, vllm, or simulated (SIMULATION: "
+            "text a function of prompt and seed, no model)."
+        ),
+    ] = "transformers",
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="GPUs to spread the processes over (CUDA_VISIBLE_DEVICES: the learner first, one "
+            "GPU per rollout service after); default: every GPU nvidia-smi lists; 0: none.",
+        ),
+    ] = None,
 ) -> None:
     """Start Redis and every service on loopback; prints the learner address and token."""
+    if engine not in ("transformers", "vllm", "simulated"):
+        typer.echo(f"--engine {engine!r}: transformers, vllm or simulated", err=True)
+        raise typer.Exit(2)
 
     config = ClusterConfig(
         dir=cluster_dir(directory),
@@ -59,6 +77,8 @@ def up(
         model=model,
         simulated_token_delay_ms=simulated_token_delay_ms,
         learner_procs=learner_procs,
+        engine=engine,
+        gpus=gpus,
     )
     try:
         state = start(config)

@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
-from skillfactory.runspec import EngineSpec, TransformersEngineSpec, VllmEngineSpec
+from skillfactory.runspec import (
+    EngineSpec,
+    SimulatedEngineSpec,
+    TransformersEngineSpec,
+    VllmEngineSpec,
+)
 from skillfactory.serving.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -64,7 +69,13 @@ DrainOption = Annotated[
 ]
 LogLevelOption = Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")]
 
-EngineOption = Annotated[str, typer.Option(help="Engine: transformers or vllm.")]
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        help="Engine: transformers, vllm, or simulated (SIMULATION: text a function of prompt "
+        "and seed, no model; with --simulated-token-delay-ms per decode step)."
+    ),
+]
 DeviceOption = Annotated[
     str, typer.Option(help="Torch device of the transformers engine; auto picks cuda if any.")
 ]
@@ -199,10 +210,20 @@ def serving_config_or_exit(
 
 
 def engine_spec_from_flags(
-    engine: str, *, dtype: str, device: str, max_batch_size: int, compile: bool
+    engine: str,
+    *,
+    dtype: str,
+    device: str,
+    max_batch_size: int,
+    compile: bool,
+    simulated_token_delay_ms: float = 0.0,
 ) -> EngineSpec:
     """The engine section a command line asks for; exits 2 naming a bad value."""
     try:
+        if engine == "simulated":
+            return SimulatedEngineSpec(
+                seconds_per_token=simulated_token_delay_ms / 1000, max_batch_size=max_batch_size
+            )
         if engine == "transformers":
             return TransformersEngineSpec(
                 dtype=dtype,  # type: ignore[arg-type]
@@ -212,7 +233,7 @@ def engine_spec_from_flags(
             )
         if engine == "vllm":
             return VllmEngineSpec(dtype=dtype)  # type: ignore[arg-type]
-        raise ValueError(f"unknown engine {engine!r}: transformers or vllm")
+        raise ValueError(f"unknown engine {engine!r}: transformers, vllm or simulated")
     except (ValueError, ValidationError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_USAGE) from None

@@ -71,6 +71,10 @@ def serve_rollout(
     samplers: Annotated[
         int, typer.Option(min=0, help="Sampler worker threads taking GRPO rollout tasks.")
     ] = 1,
+    generators: Annotated[
+        int,
+        typer.Option(min=0, help="Generation worker threads taking stage-1 and eval tasks."),
+    ] = 2,
     reward: Annotated[
         str, typer.Option(help="Reward service HOST:PORT for the samplers ('' grades here).")
     ] = "",
@@ -96,12 +100,17 @@ def serve_rollout(
     from skillfactory.serving.rollout import setup_rollout_server
 
     spec = engine_spec_from_flags(
-        engine, dtype=dtype, device=device, max_batch_size=max_batch_size, compile=compile
+        engine,
+        dtype=dtype,
+        device=device,
+        max_batch_size=max_batch_size,
+        compile=compile,
+        simulated_token_delay_ms=simulated_token_delay_ms,
     )
 
     def factory(name: str) -> Any:
         built = setup_engine(spec, name, seed=seed)
-        if simulated_token_delay_ms > 0:
+        if simulated_token_delay_ms > 0 and engine != "simulated":
             return TokenDelayEngine(built, simulated_token_delay_ms / 1000)
         return built
 
@@ -114,18 +123,22 @@ def serve_rollout(
         serving, generator, model=model, max_batch_size=max_batch_size, engine_factory=factory
     )
     pool, client = None, None
-    if redis_url and samplers > 0:
+    if redis_url and samplers + generators > 0:
         queue = RedisQueueSpec(
             url=redis_url, claim_idle_ms=claim_idle_ms, stream_prefix=stream_prefix
         )
         client = RewardClient(reward, token=serving.token) if reward else None
         score: GroupScorer = client if client is not None else local_scorer()
+        config = SamplerConfig(
+            queue, workers=samplers, tasks_per_call=tasks_per_call, seed=seed, generators=generators
+        )
         pool = SamplerPool(
-            SamplerConfig(queue, workers=samplers, tasks_per_call=tasks_per_call, seed=seed),
+            config,
             servicer.generate_task,
             score,
             SamplerMetrics(server.metrics.registry),
             name=f"rollout-{socket.gethostname()}-{os.getpid()}",
+            generate_for=servicer.generate_for,
         )
     try:
         if pool is not None:
@@ -136,7 +149,7 @@ def serve_rollout(
             pool.stop(serving.grace_s)
         if client is not None:
             client.close()
-        servicer.slot.close()
+        servicer.close()
 
 
 serve_app.command("reward")(serve_reward)

@@ -40,6 +40,8 @@ TOKEN_FILE = "token"
 REDIS_PASSWORD_FILE = "redis-password"
 DEFAULT_DIR = Path(".skillfactory") / "cluster"
 DIR_ENV = "SKILLFACTORY_CLUSTER_DIR"
+CONFIG_FILE = "config.json"
+"""What `skillfactory up` asked for, read by the supervisor process."""
 
 
 def cluster_dir(given: Path | None) -> Path:
@@ -72,6 +74,45 @@ class ClusterConfig:
     per decode step."""
     learner_procs: int = 1
     """Processes of the learner (torchrun on this machine: SFT and GRPO train on all of them)."""
+    engine: str = "transformers"
+    """Engine of the rollout services: transformers, vllm, or simulated (SIMULATION: completions
+    a function of prompt and seed, no model run)."""
+    gpus: int | None = None
+    """GPUs of this machine to spread the processes over (None: as many as `nvidia-smi -L` lists;
+    0: none, every process on the CPU)."""
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "dir": str(self.dir)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterConfig:
+        data = json.loads(text)
+        return cls(**{**data, "dir": Path(data["dir"])})
+
+
+def visible_gpus() -> int:
+    """GPUs `nvidia-smi -L` lists here (0 without a driver)."""
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU "))
+
+
+def device_plan(gpus: int, learner_procs: int, rollouts: int) -> dict[str, str]:
+    """`CUDA_VISIBLE_DEVICES` of each process: the learner's processes on the first GPUs and the
+    rollout services one GPU each on the others, round robin; with no GPU to spare the rollouts
+    share the learner's. Empty without GPUs (nothing is set)."""
+    if gpus <= 0:
+        return {}
+    learner = list(range(min(learner_procs, gpus)))
+    spare = [g for g in range(gpus) if g not in learner] or learner
+    plan = {"learner": ",".join(map(str, learner))}
+    for index in range(rollouts):
+        plan[f"rollout-{index}"] = str(spare[index % len(spare)])
+    return plan
 
 
 @dataclass
@@ -130,6 +171,8 @@ class ServiceSpec:
     args: list[str]
     port: int
     metrics_port: int
+    devices: str | None = None
+    """Its `CUDA_VISIBLE_DEVICES` (None: inherited)."""
 
 
 class Supervisor:
@@ -193,8 +236,12 @@ class Supervisor:
                 free_port(),
             ),
         ]
+        gpus = self.config.gpus if self.config.gpus is not None else visible_gpus()
+        devices = device_plan(gpus, self.config.learner_procs, self.config.samplers)
+        services[-1].devices = devices.get("learner")
         for index in range(self.config.samplers):
             model = ["--model", self.config.model] if self.config.model else []
+            model += ["--engine", self.config.engine]
             if self.config.simulated_token_delay_ms > 0:
                 delay = str(self.config.simulated_token_delay_ms)
                 model += ["--simulated-token-delay-ms", delay]
@@ -215,6 +262,7 @@ class Supervisor:
                     ],
                     free_port(),
                     free_port(),
+                    devices.get(f"rollout-{index}"),
                 )
             )
         return services
@@ -261,9 +309,10 @@ class Supervisor:
             "--metrics-port",
             str(service.metrics_port),
         ]
-        process = subprocess.Popen(
-            args, stdout=ready_file.open("wb"), stderr=log, env=self.environment()
-        )
+        env = self.environment()
+        if service.devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = service.devices
+        process = subprocess.Popen(args, stdout=ready_file.open("wb"), stderr=log, env=env)
         self.children[service.name] = process
         record = self.state.processes.setdefault(service.name, ProcessState(service.name))
         record.pid = process.pid
@@ -364,26 +413,8 @@ def up(config: ClusterConfig, timeout_s: float = 600.0) -> ClusterState:
     if running_supervisor(folder) is not None:
         raise ClusterError(f"a cluster is already running in {folder} (`skillfactory down` first)")
     (folder / STATE_FILE).unlink(missing_ok=True)
-    args = [
-        sys.executable,
-        "-m",
-        "skillfactory.cluster.supervise",
-        str(folder),
-        "--samplers",
-        str(config.samplers),
-        "--claim-idle-ms",
-        str(config.claim_idle_ms),
-        "--threads",
-        str(config.threads),
-        "--grace-s",
-        str(config.grace_s),
-    ]
-    if config.model:
-        args += ["--model", config.model]
-    if config.simulated_token_delay_ms > 0:
-        args += ["--simulated-token-delay-ms", str(config.simulated_token_delay_ms)]
-    if config.learner_procs > 1:
-        args += ["--learner-procs", str(config.learner_procs)]
+    (folder / CONFIG_FILE).write_text(config.to_json() + "\n")
+    args = [sys.executable, "-m", "skillfactory.cluster.supervise", str(folder / CONFIG_FILE)]
     log = (folder / "supervisor.log").open("ab")
     process = subprocess.Popen(
         args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True

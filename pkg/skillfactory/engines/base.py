@@ -3,6 +3,15 @@
 Every engine (transformers on CPU/GPU, vLLM) implements `Engine`; pipelines, samplers and the
 rollout service only ever see this interface, as vLLM's API server only sees an engine client.
 
+Seeds: `generate(prompts, params, seeds)` samples prompt i with `seeds[i]` when `seeds` is given,
+so that a prompt's completions can be a function of the prompt and its seed alone, whatever else
+shares the engine call (the rollout service merges concurrent work into one call). Without
+`seeds`, the whole call draws from one stream seeded with `params.seed`. The seed of prompt i of a
+call split into one task per prompt is `params.seed + i` (`prompt_seeds`): an engine that honours
+per-prompt seeds answers a split call as it answers the whole one. How exactly an engine can
+honour them is its own: the simulated engine exactly, the transformers engine with one generator
+per prompt (batched floating point may still differ in the last bits), vLLM per request.
+
 Logprobs are those of the sampled tokens under the model's own distribution (log-softmax of the
 raw logits, before temperature, top-k/top-p and penalties), as vLLM reports them by default. That
 is what a teacher-forced forward pass of the same tokens gives, and what the learner needs as the
@@ -73,8 +82,14 @@ class Engine(Protocol):
         """Version of the weights in use: 0 for the loaded model, then what `load_weights` set."""
         ...
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        """`params.n` completions for each prompt, in prompt order."""
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        """`params.n` completions for each prompt, in prompt order; prompt i seeded with
+        `seeds[i]` when given (see the module notes)."""
         ...
 
     def load_weights(self, weights: Weights, version: int) -> None:
@@ -84,6 +99,23 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release the model and any worker processes."""
         ...
+
+
+def prompt_seeds(params: SamplingParams, count: int) -> list[int] | None:
+    """The per-prompt seeds of a call of `count` prompts: `params.seed + i` (None: unseeded)."""
+    if params.seed is None:
+        return None
+    return [params.seed + i for i in range(count)]
+
+
+def generate_with(
+    engine: Engine, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int] | None
+) -> list[list[Completion]]:
+    """`engine.generate`, passing per-prompt seeds only when there are some (engines written
+    before seeds existed take two arguments)."""
+    if seeds is None:
+        return engine.generate(prompts, params)
+    return engine.generate(prompts, params, seeds)
 
 
 def render_chat(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:

@@ -6,9 +6,36 @@ model distribution (see `skillfactory.engines.base`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from skillfactory.engines.base import SamplingParams
+
+Randomness = torch.Generator | Sequence[torch.Generator] | None
+"""Where draws come from: one stream for every row, or one generator per row (per-prompt seeds)."""
+
+
+def multinomial(probs: torch.Tensor, randomness: Randomness) -> torch.Tensor:
+    """One index per row of `probs` (`[rows, 1]`), each row from its own generator when given."""
+    if randomness is None or isinstance(randomness, torch.Generator):
+        return torch.multinomial(probs, 1, generator=randomness)
+    return torch.cat(
+        [torch.multinomial(p[None], 1, generator=g) for p, g in zip(probs, randomness, strict=True)]
+    )
+
+
+def uniform_noise(
+    shape: tuple[int, int], randomness: Randomness, device: torch.device, rows: int | None = None
+) -> torch.Tensor:
+    """`shape` uniform noise; with one generator per row, row r from generator r (rows beyond
+    the generators, padding, are zeros and draw nothing)."""
+    if randomness is None or isinstance(randomness, torch.Generator):
+        return torch.rand(shape, generator=randomness, device=device)
+    noise = torch.zeros(shape, device=device)
+    for row, generator in enumerate(randomness):
+        noise[row] = torch.rand(shape[1], generator=generator, device=device)
+    return noise
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> None:
@@ -20,9 +47,7 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     logits.copy_(torch.where(seen, penalized, logits))
 
 
-def draw(
-    scores: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None
-) -> torch.Tensor:
+def draw(scores: torch.Tensor, top_k: int, top_p: float, generator: Randomness) -> torch.Tensor:
     """One token per row from softmax(scores) restricted to the top-k and the top-p nucleus.
 
     The draw happens among the k candidates only (not over the whole vocabulary), which is what
@@ -32,13 +57,13 @@ def draw(
     k = min(top_k, vocab) if top_k > 0 else vocab
     if k == vocab and top_p >= 1.0:
         probs = torch.softmax(scores, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return multinomial(probs, generator).squeeze(-1)
     values, indices = torch.topk(scores, k, dim=-1)
     probs = torch.softmax(values, dim=-1)
     if top_p < 1.0:
         mass_before = torch.cumsum(probs, dim=-1) - probs
         probs = probs.masked_fill(mass_before >= top_p, 0.0)
-    choice = torch.multinomial(probs, 1, generator=generator)
+    choice = multinomial(probs, generator)
     return indices.gather(-1, choice).squeeze(-1)
 
 
@@ -46,7 +71,7 @@ def choose_tokens(
     logits: torch.Tensor,
     params: SamplingParams,
     seen: torch.Tensor | None,
-    generator: torch.Generator | None,
+    generator: Randomness,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row; returns (tokens, raw logprobs of those tokens), both shape [rows].
 

@@ -5,15 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from skillfactory.engines.base import Engine, SamplingParams
+from skillfactory.engines.simulated import SeededTextEngine
 from skillfactory.engines.vllm_engine import VllmEngine  # optional: vllm
 from skillfactory.models.registry import resolve_model
-from skillfactory.runspec import RunSpec, SamplingSpec, TransformersEngineSpec, VllmEngineSpec
+from skillfactory.runspec import (
+    EngineSpec,
+    RunSpec,
+    SamplingSpec,
+    SimulatedEngineSpec,
+    VllmEngineSpec,
+)
 
 
-def setup_engine(
-    spec: TransformersEngineSpec | VllmEngineSpec, model: str, seed: int = 0
-) -> Engine:
+def setup_engine(spec: EngineSpec, model: str, seed: int = 0) -> Engine:
     """The engine a run spec asks for, on `model` (a path, hub id or registered short name)."""
+    if isinstance(spec, SimulatedEngineSpec):
+        return SeededTextEngine(spec.seconds_per_token)
     path = resolve_model(model)
     if isinstance(spec, VllmEngineSpec):
         return VllmEngine(
@@ -37,10 +44,10 @@ def setup_engine(
     )
 
 
-def engine_batch_rows(spec: TransformersEngineSpec | VllmEngineSpec) -> int:
-    """Rows (prompts × samples) worth sending an engine in one call: the transformers engine's
-    batch size; vLLM schedules its own batches, so 256 rows."""
-    return spec.max_batch_size if isinstance(spec, TransformersEngineSpec) else 256
+def engine_batch_rows(spec: EngineSpec) -> int:
+    """Rows (prompts × samples) worth sending an engine in one call: the transformers and
+    simulated engines' batch size; vLLM schedules its own batches, so 256 rows."""
+    return 256 if isinstance(spec, VllmEngineSpec) else spec.max_batch_size
 
 
 def spec_engine_factory(spec: RunSpec) -> Callable[[str], Engine]:

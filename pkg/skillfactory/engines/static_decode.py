@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from skillfactory.engines.base import SamplingParams
-from skillfactory.engines.sampling import candidates, choose_tokens_with_noise
+from skillfactory.engines.sampling import candidates, choose_tokens_with_noise, uniform_noise
 
 CACHE_LENGTH_QUANTUM = 256
 """Cache lengths are rounded up to a multiple of this, so few distinct shapes get compiled."""
@@ -123,7 +123,7 @@ class StaticDecoder:
         self,
         rows: list[Any],
         params: SamplingParams,
-        generator: torch.Generator,
+        streams: torch.Generator | dict[int, torch.Generator],
         watcher: Any,
         pad_id: int,
     ) -> None:
@@ -160,7 +160,12 @@ class StaticDecoder:
         position = position[:, -1:].clone()
         noise_shape = (batch, candidates(vocab, params.top_k, params.top_p))
         choice = (params.temperature, params.top_k, params.top_p, params.repetition_penalty)
-        uniform = self._noise(noise_shape, generator, device)
+        randomness = (
+            streams
+            if isinstance(streams, torch.Generator)
+            else [streams[r.prompt_index] for r in rows]
+        )
+        uniform = uniform_noise(noise_shape, randomness, device)
         tokens, logprobs = choose_tokens_with_noise(out.logits[:, -1, :], uniform, seen, *choice)
         block_tokens, block_logprobs = [tokens], [logprobs]
         going = list(range(real))
@@ -174,19 +179,13 @@ class StaticDecoder:
                 seen.scatter_(1, tokens[:, None], True)
             mask[:, width + step - 1] = 1
             position += 1
-            uniform = self._noise(noise_shape, generator, device)
+            uniform = uniform_noise(noise_shape, randomness, device)
             tokens, logprobs = self.step(
                 tokens[:, None], position, mask, cache, uniform, seen, choice
             )
             tokens, logprobs = tokens.clone(), logprobs.clone()
             block_tokens.append(tokens)
             block_logprobs.append(logprobs)
-
-    @staticmethod
-    def _noise(
-        shape: tuple[int, int], generator: torch.Generator, device: torch.device
-    ) -> torch.Tensor:
-        return torch.rand(shape, generator=generator, device=device)
 
 
 def record_block(

@@ -27,7 +27,7 @@ from skillfactory.engines.base import (
     encode_prompt,
     truncate_at_stop,
 )
-from skillfactory.engines.sampling import choose_tokens
+from skillfactory.engines.sampling import Randomness, choose_tokens
 from skillfactory.engines.static_decode import StaticDecoder, left_pad
 
 
@@ -138,18 +138,36 @@ class TransformersEngine:
         return encode_prompt(self.tokenizer, prompt)
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        """`params.n` completions for each prompt, in prompt order."""
-        generator = self.generator
-        if params.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        """`params.n` completions for each prompt, in prompt order; with `seeds`, prompt i's
+        rows draw from their own generator seeded with `seeds[i]`."""
         encoded = [self.encode(p) for p in prompts]
         results: list[list[Completion]] = [[] for _ in prompts]
+        streams = self._streams(params, seeds, len(prompts))
         for batch in self._batches(encoded, params.n):
-            self._decode(batch, params, generator)
+            self._decode(batch, params, streams)
             for row in batch:
                 results[row.prompt_index].append(self._completion(row, params))
         return results
+
+    def _streams(
+        self, params: SamplingParams, seeds: Sequence[int] | None, count: int
+    ) -> torch.Generator | dict[int, torch.Generator]:
+        """One generator for the call, or one per prompt."""
+        if seeds is not None:
+            if len(seeds) != count:
+                raise ValueError(f"{len(seeds)} seeds for {count} prompts")
+            return {
+                i: torch.Generator(device=self.device).manual_seed(s) for i, s in enumerate(seeds)
+            }
+        if params.seed is not None:
+            return torch.Generator(device=self.device).manual_seed(params.seed)
+        return self.generator
 
     def _batches(self, encoded: list[list[int]], n: int) -> Iterator[list[Row]]:
         """Rows grouped so that a batch holds at most `max_batch_size` rows, `n` per prompt
@@ -160,12 +178,17 @@ class TransformersEngine:
         for start in range(0, len(rows), size):
             yield rows[start : start + size]
 
-    def _decode(self, rows: list[Row], params: SamplingParams, generator: torch.Generator) -> None:
+    def _decode(
+        self,
+        rows: list[Row],
+        params: SamplingParams,
+        streams: torch.Generator | dict[int, torch.Generator],
+    ) -> None:
         watcher = StopWatcher(self.tokenizer, self.eos_ids, params)
         if self._static_decoder is not None:
-            self._static_decoder.decode(rows, params, generator, watcher, self.pad_id)
+            self._static_decoder.decode(rows, params, streams, watcher, self.pad_id)
         else:
-            decode_dynamic(self.model, rows, params, generator, watcher, self.pad_id)
+            decode_dynamic(self.model, rows, params, streams, watcher, self.pad_id)
 
     def _completion(self, row: Row, params: SamplingParams) -> Completion:
         text, _ = truncate_at_stop(
@@ -201,6 +224,15 @@ class TransformersEngine:
         self.model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def row_randomness(
+    streams: torch.Generator | dict[int, torch.Generator], rows: Sequence[Row]
+) -> Randomness:
+    """The draw source of each row: the call's generator, or its prompt's."""
+    if isinstance(streams, torch.Generator):
+        return streams
+    return [streams[row.prompt_index] for row in rows]
 
 
 def tied_weight_names(model: Any) -> set[str]:
@@ -267,11 +299,12 @@ def decode_dynamic(
     model: Any,
     rows: list[Row],
     params: SamplingParams,
-    generator: torch.Generator,
+    streams: torch.Generator | dict[int, torch.Generator],
     watcher: StopWatcher,
     pad_id: int,
 ) -> None:
-    """Decode `rows` in place with a dynamic KV cache, dropping finished rows after each step."""
+    """Decode `rows` in place with a dynamic KV cache, dropping finished rows after each step;
+    `streams` is one generator, or one per prompt index."""
     # deferred: heavy or optional (transformers)
     from transformers import DynamicCache
 
@@ -296,7 +329,7 @@ def decode_dynamic(
     seen = seen_tokens(rows, logits.shape[-1], device) if penalize else None
     active = list(rows)
     while True:
-        tokens, logprobs = choose_tokens(logits, params, seen, generator)
+        tokens, logprobs = choose_tokens(logits, params, seen, row_randomness(streams, active))
         going = record_step(active, tokens, logprobs, watcher)
         if not going:
             return

@@ -26,6 +26,7 @@ import gc
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -135,12 +136,21 @@ class VllmEngine:
 
         return isinstance(self._llm.llm_engine.engine_core, InprocClient)
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        """`params.n` completions for each prompt, in prompt order."""
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        """`params.n` completions for each prompt, in prompt order; with `seeds`, one request
+        per prompt with its own seed (vLLM seeds requests, not batches)."""
         if not prompts:
             return []
         requests = [{"prompt_token_ids": self.encode(p)} for p in prompts]
-        outputs = self._llm.generate(requests, self._sampling_params(params), use_tqdm=False)
+        sampling: Any = self._sampling_params(params)
+        if seeds is not None:
+            sampling = [self._sampling_params(replace(params, seed=seed)) for seed in seeds]
+        outputs = self._llm.generate(requests, sampling, use_tqdm=False)
         return [self._completions(output) for output in outputs]
 
     def encode(self, prompt: Prompt) -> list[int]:

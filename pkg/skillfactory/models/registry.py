@@ -124,6 +124,15 @@ def resolve_model(name_or_path: str | Path, *, prepare: bool = True) -> str:
     )
 
 
+def shared_model_uri(model: str | Path) -> str:
+    """How to name a model to another process (a rollout service): a local folder by its absolute
+    path (the shared store is mounted at the same place everywhere), a hub id or short name as it
+    is, for each replica to resolve through the shared model cache."""
+    text = str(model).strip()
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
+
+
 def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
 

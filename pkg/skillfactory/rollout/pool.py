@@ -1,8 +1,8 @@
-"""Sampler workers inside a rollout service: threads that serve rollout tasks from the shared
-queue with the service's engine (its `generate_task`) and grade with a `GroupScorer` (the reward
-service's client, or in process). Started after the gRPC server, stopped before it: a worker
-finishes the batch in hand and exits; tasks it had not acked stay pending and another sampler
-reclaims them.
+"""The workers inside a rollout service: sampler workers serving GRPO rollout tasks (graded with
+a `GroupScorer`: the reward service's client, or in process) and generation workers serving stage
+1's and eval's generation tasks, all through the service's one engine thread, which merges their
+work. Started after the gRPC server, stopped before it: a worker finishes the batch in hand and
+exits; tasks it had not acked stay pending and another worker reclaims them.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from skillfactory.queue.redis_streams import RedisStreamsQueue
+from skillfactory.rollout.generation_worker import GenerateFor, GenerationWorker
 from skillfactory.rollout.scoring import GroupScorer
-from skillfactory.rollout.worker import SamplerMetrics, SamplerWorker, TaskGenerate
+from skillfactory.rollout.worker import SamplerMetrics, SamplerWorker, TaskGenerate, TaskWorker
 from skillfactory.runspec import RedisQueueSpec
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ class SamplerConfig:
     """Rollout tasks sampled together in one engine call."""
     seed: int = 0
     """Sampling seed base (the task's prompt index is added)."""
+    generators: int = 2
+    """Generation worker threads (stage 1 and eval tasks)."""
+    generation_tasks_per_call: int = 16
+    """Generation tasks one worker serves in one request."""
 
 
 class SamplerPool:
@@ -45,11 +51,12 @@ class SamplerPool:
         score: GroupScorer,
         metrics: SamplerMetrics | None = None,
         name: str = "",
+        generate_for: GenerateFor | None = None,
     ) -> None:
         self.config = config
         self.queue = RedisStreamsQueue.from_spec(config.queue)
         prefix = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.workers = [
+        self.workers: list[TaskWorker[Any]] = [
             SamplerWorker(
                 self.queue,
                 generate,
@@ -62,6 +69,18 @@ class SamplerPool:
             )
             for i in range(config.workers)
         ]
+        if generate_for is not None:
+            self.workers += [
+                GenerationWorker(
+                    self.queue,
+                    generate_for,
+                    worker_id=f"{prefix}-g{i}",
+                    tasks_per_call=config.generation_tasks_per_call,
+                    claim_idle_s=config.queue.claim_idle_ms / 1000,
+                    metrics=metrics,
+                )
+                for i in range(config.generators)
+            ]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from skillfactory.engines.base import Completion, Prompt, SamplingParams
 from skillfactory.queue import Entry, Queue, UndecodablePayload, put_message, read_messages
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
+
+Task = TypeVar("Task", data_pb2.RolloutTask, data_pb2.GenerationTask)
 
 TaskGenerate = Callable[
     [data_pb2.RolloutTask, Sequence[Prompt], SamplingParams], list[list[Completion]]
@@ -99,8 +101,124 @@ def compatible(a: data_pb2.RolloutTask, b: data_pb2.RolloutTask) -> bool:
     ) and a.sampling == b.sampling
 
 
-class SamplerWorker:
-    """One sampler loop over the queue (see the module docstring)."""
+class TaskWorker(Generic[Task]):
+    """One worker loop over a task stream: reclaim a dead worker's tasks, take new ones, serve
+    compatible ones together, ack only what was served; `serve` is the subclass's."""
+
+    stream: str
+    group: str
+    message_cls: type[Task]
+    kind: str
+
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        worker_id: str,
+        tasks_per_call: int = 1,
+        claim_idle_s: float = 60.0,
+        metrics: SamplerMetrics | None = None,
+        backoff_s: float = 1.0,
+    ) -> None:
+        self.queue = queue
+        self.worker_id = worker_id
+        self.tasks_per_call = max(1, tasks_per_call)
+        self.claim_idle_s = claim_idle_s
+        self.metrics = metrics
+        self.backoff_s = backoff_s
+        self.tasks_reclaimed = 0
+        self._last_reclaim = 0.0
+
+    # one round ------------------------------------------------------------------------------
+
+    def take(self, block_s: float) -> list[Entry]:
+        """Reclaimed tasks (checked every half claim-idle period), else new ones."""
+        now = time.monotonic()
+        if now - self._last_reclaim >= self.claim_idle_s / 2:
+            self._last_reclaim = now
+            reclaimed = self.queue.reclaim(
+                self.stream,
+                self.group,
+                self.worker_id,
+                min_idle_s=self.claim_idle_s,
+                count=self.tasks_per_call,
+            )
+            if reclaimed:
+                self.tasks_reclaimed += len(reclaimed)
+                if self.metrics is not None:
+                    self.metrics.tasks_reclaimed.inc(len(reclaimed))
+                log.info(f"reclaimed {self.kind} tasks", extra={"tasks": len(reclaimed)})
+                return reclaimed
+        return self.queue.get(self.stream, self.group, self.worker_id, self.tasks_per_call, block_s)
+
+    def parse(self, entries: list[Entry]) -> list[tuple[Entry, Task]]:
+        """The tasks of `entries`; undecodable entries are acked away and logged."""
+        try:
+            return read_messages(entries, self.message_cls)
+        except UndecodablePayload as error:
+            log.error(f"dropping undecodable {self.kind} tasks", extra={"error": str(error)})
+            self.queue.ack(self.stream, self.group, [e.id for e in error.bad])
+            return [(entry, message) for entry, message in error.good]
+
+    def step(self, block_s: float = 0.5) -> int:
+        """One round; returns the number of tasks acked."""
+        tasks = self.parse(self.take(block_s))
+        done = 0
+        while tasks:
+            batch = [tasks[0]]
+            batch += [t for t in tasks[1:] if self.compatible(t[1], tasks[0][1])]
+            tasks = [t for t in tasks if t not in batch]
+            done += self.serve(batch)
+        return done
+
+    def compatible(self, a: Task, b: Task) -> bool:
+        """Whether two tasks can be served together."""
+        raise NotImplementedError
+
+    def serve(self, batch: Sequence[tuple[Entry, Task]]) -> int:
+        """Serve compatible tasks; returns how many were acked."""
+        raise NotImplementedError
+
+    def acked(self, batch: Sequence[tuple[Entry, Task]]) -> int:
+        """Ack a served batch; returns its size."""
+        self.queue.ack(self.stream, self.group, [entry.id for entry, _ in batch])
+        return len(batch)
+
+    def failed(self, stage: str, batch: Sequence[tuple[Entry, Task]], run_id: str) -> int:
+        """Leave the batch pending for a retry (after a back-off); returns 0."""
+        log.exception(
+            f"{self.kind} tasks failed; left pending for a retry",
+            extra={"stage": stage, "tasks": len(batch), "run_id": run_id},
+        )
+        if self.metrics is not None:
+            self.metrics.task_failures.labels(stage).inc()
+        time.sleep(self.backoff_s)
+        return 0
+
+    # loop -----------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve tasks until `stop` is set. Queue errors (Redis restarting) are retried."""
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception(f"{self.kind} round failed; retrying")
+                stop.wait(self.backoff_s)
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(stop,), name=self.worker_id, daemon=True)
+        thread.start()
+        return thread
+
+
+class SamplerWorker(TaskWorker[data_pb2.RolloutTask]):
+    """GRPO rollout tasks in, graded groups out (see the module docstring)."""
+
+    stream = PROMPTS_STREAM
+    group = SAMPLERS_GROUP
+    message_cls = data_pb2.RolloutTask
+    kind = "rollout"
 
     def __init__(
         self,
@@ -115,62 +233,21 @@ class SamplerWorker:
         metrics: SamplerMetrics | None = None,
         backoff_s: float = 1.0,
     ) -> None:
-        self.queue = queue
+        super().__init__(
+            queue,
+            worker_id=worker_id,
+            tasks_per_call=tasks_per_call,
+            claim_idle_s=claim_idle_s,
+            metrics=metrics,
+            backoff_s=backoff_s,
+        )
         self.generate = generate
         self.score = score
-        self.worker_id = worker_id
-        self.tasks_per_call = max(1, tasks_per_call)
-        self.claim_idle_s = claim_idle_s
         self.seed = seed
-        self.metrics = metrics
-        self.backoff_s = backoff_s
         self.groups_pushed = 0
-        self.tasks_reclaimed = 0
-        self._last_reclaim = 0.0
 
-    # one round ------------------------------------------------------------------------------
-
-    def take(self, block_s: float) -> list[Entry]:
-        """Reclaimed tasks (checked every half claim-idle period), else new ones."""
-        now = time.monotonic()
-        if now - self._last_reclaim >= self.claim_idle_s / 2:
-            self._last_reclaim = now
-            reclaimed = self.queue.reclaim(
-                PROMPTS_STREAM,
-                SAMPLERS_GROUP,
-                self.worker_id,
-                min_idle_s=self.claim_idle_s,
-                count=self.tasks_per_call,
-            )
-            if reclaimed:
-                self.tasks_reclaimed += len(reclaimed)
-                if self.metrics is not None:
-                    self.metrics.tasks_reclaimed.inc(len(reclaimed))
-                log.info("reclaimed rollout tasks", extra={"tasks": len(reclaimed)})
-                return reclaimed
-        return self.queue.get(
-            PROMPTS_STREAM, SAMPLERS_GROUP, self.worker_id, self.tasks_per_call, block_s
-        )
-
-    def parse(self, entries: list[Entry]) -> list[tuple[Entry, data_pb2.RolloutTask]]:
-        """The tasks of `entries`; undecodable entries are acked away and logged."""
-        try:
-            return read_messages(entries, data_pb2.RolloutTask)
-        except UndecodablePayload as error:
-            log.error("dropping undecodable rollout tasks", extra={"error": str(error)})
-            self.queue.ack(PROMPTS_STREAM, SAMPLERS_GROUP, [e.id for e in error.bad])
-            return [(entry, message) for entry, message in error.good]
-
-    def step(self, block_s: float = 0.5) -> int:
-        """One round; returns the number of tasks acked."""
-        tasks = self.parse(self.take(block_s))
-        done = 0
-        while tasks:
-            batch = [tasks[0]]
-            batch += [t for t in tasks[1:] if compatible(t[1], tasks[0][1])]
-            tasks = [t for t in tasks if t not in batch]
-            done += self.serve(batch)
-        return done
+    def compatible(self, a: data_pb2.RolloutTask, b: data_pb2.RolloutTask) -> bool:
+        return compatible(a, b)
 
     def serve(self, batch: Sequence[tuple[Entry, data_pb2.RolloutTask]]) -> int:
         """Sample, grade and queue the groups of compatible tasks, then ack them."""
@@ -181,12 +258,12 @@ class SamplerWorker:
         try:
             outputs = self.generate(first, [grpo_prompt(p) for p in problems], params)
         except Exception:
-            return self._failed("generate", batch)
+            return self.failed("generate", batch, first.run_id)
         generated = time.perf_counter()
         try:
             rewards = self.score(list(zip(problems, outputs, strict=True)))
         except Exception:
-            return self._failed("reward", batch)
+            return self.failed("reward", batch, first.run_id)
         if self.metrics is not None:
             self.metrics.generate_seconds.observe(generated - started)
             self.metrics.reward_seconds.observe(time.perf_counter() - generated)
@@ -202,34 +279,7 @@ class SamplerWorker:
                 epoch=task.epoch,
             )
             put_message(self.queue, GROUPS_STREAM, group_to_proto(group, task.run_id))
-        self.queue.ack(PROMPTS_STREAM, SAMPLERS_GROUP, [entry.id for entry, _ in batch])
         self.groups_pushed += len(batch)
         if self.metrics is not None:
             self.metrics.groups_pushed.inc(len(batch))
-        return len(batch)
-
-    def _failed(self, stage: str, batch: Sequence[tuple[Entry, data_pb2.RolloutTask]]) -> int:
-        log.exception(
-            "rollout tasks failed; left pending for a retry",
-            extra={"stage": stage, "tasks": len(batch), "run_id": batch[0][1].run_id},
-        )
-        if self.metrics is not None:
-            self.metrics.task_failures.labels(stage).inc()
-        time.sleep(self.backoff_s)
-        return 0
-
-    # loop -----------------------------------------------------------------------------------
-
-    def run(self, stop: threading.Event) -> None:
-        """Serve tasks until `stop` is set. Queue errors (Redis restarting) are retried."""
-        while not stop.is_set():
-            try:
-                self.step()
-            except Exception:
-                log.exception("sampler round failed; retrying")
-                stop.wait(self.backoff_s)
-
-    def start(self, stop: threading.Event) -> threading.Thread:
-        thread = threading.Thread(target=self.run, args=(stop,), name=self.worker_id, daemon=True)
-        thread.start()
-        return thread
+        return self.acked(batch)

@@ -15,20 +15,24 @@
   (a service may start without one), rebuilds it for a new learner epoch, and catches up to the
   newest weights the learner published before sampling.
 
-The engine is not assumed thread-safe: one lock serializes engine calls and weight loads. A unary
-`Generate` holds it for the whole request, so all its completions share one policy version; a
-stream releases it between chunks (a weight update may land mid-stream — every completion carries
-the version it was sampled with).
+The engine is not assumed thread-safe: one thread calls it (`skillfactory.rollout.batcher`), and
+all concurrent work — `Generate` and `GenerateStream` chunks, sampler workers' rollout tasks,
+generation workers' stage-1 and eval tasks — is merged into engine calls of up to
+`max_batch_size` rows; weight loads run on that thread between calls. A weight update may land
+between two chunks of a request: every completion carries the version it was sampled with.
 
 Series added to the server's registry:
 
 - `skillfactory_rollout_tokens_generated_total` — completion tokens sampled;
 - `skillfactory_rollout_tokens_per_second` — throughput of the latest engine call;
-- `skillfactory_rollout_requests_total{method}` (method `sampler`: a sampler worker's engine call),
+- `skillfactory_rollout_requests_total{method}` (`sampler`: a sampler worker's GRPO tasks,
+  `generation`: a generation worker's stage-1 or eval tasks),
   `skillfactory_rollout_prompts_total`,
   `skillfactory_rollout_completions_total` — work asked for;
 - `skillfactory_rollout_generate_seconds` — histogram of engine-call latency;
 - `skillfactory_rollout_batch_rows` — histogram of rows (prompts × n) per engine call;
+- `skillfactory_rollout_merged_requests` — histogram of requests merged into one engine call;
+- `skillfactory_rollout_queue_wait_seconds` — histogram of how long work waited for its call;
 - `skillfactory_rollout_policy_version` — version of the weights in use;
 - `skillfactory_rollout_weight_sync_seconds` — histogram of verify + load time (of an
   `UpdateWeights` call, or of a sampler's catch-up from the weight store);
@@ -45,6 +49,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from skillfactory.engines.base import Completion, Engine, Prompt, SamplingParams
+from skillfactory.rollout.batcher import EngineBatcher, EngineState
 from skillfactory.rollout.engine_slot import EngineFactory, EngineSlot, NoModelLoaded
 from skillfactory.serving.logs import bind_run_id
 from skillfactory.serving.server import ServiceServer, ServingConfig
@@ -111,12 +116,41 @@ class RolloutMetrics:
             buckets=SYNC_BUCKETS,
             registry=registry,
         )
+        self.queue_wait_seconds = Histogram(
+            "skillfactory_rollout_queue_wait_seconds",
+            "Time work waited for the engine call that served it, in seconds.",
+            buckets=GENERATE_BUCKETS,
+            registry=registry,
+        )
+        self.merged_requests = Histogram(
+            "skillfactory_rollout_merged_requests",
+            "Requests (RPCs, rollout and generation tasks) merged into one engine call.",
+            buckets=ROWS_BUCKETS,
+            registry=registry,
+        )
         self.weight_sync_failures = Counter(
             "skillfactory_rollout_weight_sync_failures",
             "Weight updates refused, by reason.",
             ("reason",),
             registry=registry,
         )
+
+    def engine_call(self, rows: int, works: int, seconds: float, tokens: int) -> None:
+        """One engine call of `rows` rows merged from `works` requests."""
+        self.tokens.inc(tokens)
+        self.tokens_per_second.set(tokens / seconds if seconds > 0 else 0.0)
+        self.generate_seconds.observe(seconds)
+        self.batch_rows.observe(rows)
+        self.merged_requests.observe(works)
+
+    def waited(self, seconds: float) -> None:
+        self.queue_wait_seconds.observe(seconds)
+
+    def engine_ready(self, engine: Engine, reloaded: bool, seconds: float) -> None:
+        """The engine was caught up before a call (a weight load counts as a weight sync)."""
+        if reloaded:
+            self.weight_sync_seconds.observe(seconds)
+        self.policy_version.set(engine.policy_version)
 
 
 class InvalidRequest(InvalidMessage):
@@ -149,13 +183,16 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         model: str = "",
         max_batch_size: int = 64,
         registry: CollectorRegistry | None = None,
+        linger_s: float = 0.02,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.slot = EngineSlot(engine_factory, engine, model)
         self.max_batch_size = max_batch_size
         self.metrics = RolloutMetrics(registry) if registry is not None else None
-        self._engine_lock = self.slot.lock
+        self.batcher = EngineBatcher(
+            self.slot, max_batch_size, linger_s=linger_s, observer=self.metrics
+        )
         if self.metrics is not None and engine is not None:
             self.metrics.policy_version.set(engine.policy_version)
 
@@ -168,6 +205,11 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
     def model(self) -> str:
         return self.slot.model
 
+    def close(self) -> None:
+        """Stop the engine thread, then release the engine."""
+        self.batcher.close()
+        self.slot.close()
+
     # ---- generation ---------------------------------------------------------------------------
 
     def chunks(self, count: int, n: int) -> Iterator[range]:
@@ -176,19 +218,24 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         for start in range(0, count, size):
             yield range(start, min(start + size, count))
 
-    def _generate_locked(
-        self, prompts: Sequence[Prompt], params: SamplingParams
+    def _submit(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+        state: EngineState | None = None,
     ) -> list[list[Completion]]:
-        """One engine call; the caller holds the engine lock."""
-        start = time.perf_counter()
-        results = self.engine.generate(prompts, params)
-        seconds = time.perf_counter() - start
+        """The prompts' completions, each chunk of at most `max_batch_size` rows a work the
+        batcher may merge with others'. The chunks are queued together, so a weight load asked
+        for meanwhile lands after all of them: one policy version for the whole request."""
+        chunks = [
+            ([prompts[i] for i in indices], None if seeds is None else [seeds[i] for i in indices])
+            for indices in self.chunks(len(prompts), params.n)
+        ]
+        results: list[list[Completion]] = []
+        for work in self.batcher.submit_all(chunks, params, state):
+            results += work.future.result()
         if self.metrics is not None:
-            tokens = sum(len(c.token_ids) for group in results for c in group)
-            self.metrics.tokens.inc(tokens)
-            self.metrics.tokens_per_second.set(tokens / seconds if seconds > 0 else 0.0)
-            self.metrics.generate_seconds.observe(seconds)
-            self.metrics.batch_rows.observe(len(prompts) * params.n)
             self.metrics.prompts.inc(len(prompts))
             self.metrics.completions.inc(sum(len(group) for group in results))
         return results
@@ -204,13 +251,11 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
     def generate(self, request: rollout_pb2.GenerateRequest) -> rollout_pb2.GenerateResponse:
         """All prompts' completions, sampled with one policy version."""
         prompts, params = self._prepare(request, "Generate")
+        self.slot.engine  # noqa: B018 (NoModelLoaded before anything was loaded)
         response = rollout_pb2.GenerateResponse()
-        with self._engine_lock:
-            for indices in self.chunks(len(prompts), params.n):
-                results = self._generate_locked([prompts[i] for i in indices], params)
-                for index, completions in zip(indices, results, strict=True):
-                    response.results.append(_prompt_completions(index, completions))
-            response.policy_version = self.engine.policy_version
+        for index, completions in enumerate(self._submit(prompts, params)):
+            response.results.append(_prompt_completions(index, completions))
+        response.policy_version = self.engine.policy_version
         return response
 
     def generate_stream(
@@ -219,12 +264,12 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         """Each prompt's completions as soon as its chunk is done; stops early when the client
         goes away."""
         prompts, params = self._prepare(request, "GenerateStream")
+        self.slot.engine  # noqa: B018 (NoModelLoaded before anything was loaded)
         for indices in self.chunks(len(prompts), params.n):
             if context is not None and not context.is_active():
                 log.info("stream cancelled by the client", extra={"done": indices.start})
                 return
-            with self._engine_lock:
-                results = self._generate_locked([prompts[i] for i in indices], params)
+            results = self._submit([prompts[i] for i in indices], params)
             for index, completions in zip(indices, results, strict=True):
                 yield _prompt_completions(index, completions)
 
@@ -232,20 +277,19 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         self, task: data_pb2.RolloutTask, prompts: Sequence[Prompt], params: SamplingParams
     ) -> list[list[Completion]]:
         """A sampler worker's engine call: on the task's model and epoch, caught up to the newest
-        published weights (counted as a weight sync), in chunks of at most `max_batch_size` rows."""
+        verified weights the learner published."""
         if self.metrics is not None:
             self.metrics.requests.labels("sampler").inc()
-        results: list[list[Completion]] = []
-        with self._engine_lock:
-            loads, started = self.slot.loads, time.perf_counter()
-            engine = self.slot.prepare(task.model_uri, task.epoch, task.weights_uri)
-            if self.metrics is not None:
-                if self.slot.loads > loads:
-                    self.metrics.weight_sync_seconds.observe(time.perf_counter() - started)
-                self.metrics.policy_version.set(engine.policy_version)
-            for indices in self.chunks(len(prompts), params.n):
-                results += self._generate_locked([prompts[i] for i in indices], params)
-        return results
+        state = EngineState(task.model_uri, task.epoch, task.weights_uri)
+        return self._submit(prompts, params, state=state)
+
+    def generate_for(
+        self, model: str, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int]
+    ) -> list[list[Completion]]:
+        """A generation worker's engine call (stage 1, eval): on `model`, with per-prompt seeds."""
+        if self.metrics is not None:
+            self.metrics.requests.labels("generation").inc()
+        return self._submit(prompts, params, seeds, EngineState(model=model))
 
     # ---- weights ------------------------------------------------------------------------------
 
@@ -263,17 +307,20 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         except TornWeights as error:
             self._failed("torn")
             raise WeightSyncError("torn", str(error)) from None
-        with self._engine_lock:
-            if update.version <= self.engine.policy_version:  # a concurrent update won
-                return rollout_pb2.UpdateWeightsResponse(policy_version=self.engine.policy_version)
-            try:
-                self.engine.load_weights(folder, int(update.version))
-            except (OSError, ValueError, RuntimeError) as error:
-                self._failed("load")
-                raise WeightSyncError(
-                    "load", f"version {update.version}: cannot load {folder}: {error}"
-                ) from None
-            version = self.engine.policy_version
+
+        def load() -> int:
+            engine = self.engine
+            if update.version > engine.policy_version:  # else a concurrent update won
+                engine.load_weights(folder, int(update.version))
+            return engine.policy_version
+
+        try:
+            version = self.batcher.exclusive(load)
+        except (OSError, ValueError, RuntimeError) as error:
+            self._failed("load")
+            raise WeightSyncError(
+                "load", f"version {update.version}: cannot load {folder}: {error}"
+            ) from None
         seconds = time.perf_counter() - start
         if self.metrics is not None:
             self.metrics.weight_sync_seconds.observe(seconds)

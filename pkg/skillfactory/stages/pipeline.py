@@ -36,7 +36,7 @@ from skillfactory.stages.events import (
     StageStarted,
 )
 from skillfactory.stages.grpo import GRPOStage
-from skillfactory.stages.rollouts import Cluster
+from skillfactory.stages.rollouts import Cluster, remote_engine_factory
 from skillfactory.stages.sft import SFTStage
 from skillfactory.train.ranks import RankGroup
 
@@ -75,7 +75,11 @@ class Pipeline:
     ) -> None:
         self.spec = effective_spec(spec)
         self.dir = run_dir(self.spec)
+        if engine_factory is None and cluster is not None:
+            engine_factory = remote_engine_factory(cluster, self.spec.name)
         self.engine_factory = engine_factory or spec_engine_factory(self.spec)
+        """Engines of stage 1 and eval: the spec's, or the rollout fleet's in the distributed
+        mode (GRPO samples on the fleet through its own rollout tasks)."""
         self.on_event: EventCallback = on_event or (lambda event: None)
         self.cluster = cluster
         """Sampler workers and composer of the distributed mode (None: everything here)."""

@@ -18,14 +18,17 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from skillfactory.engines.base import Engine, SamplingParams
 from skillfactory.group import Group
-from skillfactory.queue import Queue
+from skillfactory.models.registry import shared_model_uri
+from skillfactory.queue import Queue, open_queue
 from skillfactory.rollout.feeder import PromptFeeder, new_epoch, task_template
+from skillfactory.rollout.remote_engine import RemoteEngine
 from skillfactory.rollout.sampler import PromptStream, Sampler
 from skillfactory.rollout.scoring import GroupScorer
 from skillfactory.runspec import RedisQueueSpec, RunSpec
@@ -59,6 +62,24 @@ class Cluster:
     compose: ComposeFunction | None = None
     """How stage 1's traces are assembled (a composer service's client); None composes in
     process."""
+
+
+def remote_engine_factory(
+    cluster: Cluster, run_id: str, stall_timeout_s: float = 600.0
+) -> Callable[[str], Engine]:
+    """Engines of the distributed mode for stage 1 and eval: every generate call of the engine a
+    model gets runs on the rollout services (`RemoteEngine`), over the cluster's queue."""
+
+    def build(model: str) -> Engine:
+        return RemoteEngine(
+            open_queue(cluster.queue),
+            shared_model_uri(model),
+            run_id=run_id,
+            stall_timeout_s=stall_timeout_s,
+            owns_queue=True,
+        )
+
+    return build
 
 
 class Rollouts(Protocol):
@@ -173,7 +194,7 @@ class RemoteRollouts:
             self.run_id,
             self.epoch,
             rollout_params(spec),
-            model_uri=str(Path(model_path).resolve()),
+            model_uri=shared_model_uri(model_path),
             weights_uri=str(self.store.root.resolve()),
         )
         self.feeder = PromptFeeder(

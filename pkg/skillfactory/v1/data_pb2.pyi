@@ -207,3 +207,37 @@ class RolloutTask(_message.Message):
     model_uri: str
     weights_uri: str
     def __init__(self, run_id: _Optional[str] = ..., epoch: _Optional[str] = ..., prompt_index: _Optional[int] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., model_uri: _Optional[str] = ..., weights_uri: _Optional[str] = ...) -> None: ...
+
+class GenerationTask(_message.Message):
+    __slots__ = ("run_id", "epoch", "task_id", "model_uri", "messages", "text", "n", "sampling")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_URI_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    epoch: str
+    task_id: str
+    model_uri: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    text: str
+    n: int
+    sampling: SamplingParams
+    def __init__(self, run_id: _Optional[str] = ..., epoch: _Optional[str] = ..., task_id: _Optional[str] = ..., model_uri: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., text: _Optional[str] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ...) -> None: ...
+
+class GenerationResult(_message.Message):
+    __slots__ = ("run_id", "epoch", "task_id", "completions", "worker_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    epoch: str
+    task_id: str
+    completions: _containers.RepeatedCompositeFieldContainer[Completion]
+    worker_id: str
+    def __init__(self, run_id: _Optional[str] = ..., epoch: _Optional[str] = ..., task_id: _Optional[str] = ..., completions: _Optional[_Iterable[_Union[Completion, _Mapping]]] = ..., worker_id: _Optional[str] = ...) -> None: ...

@@ -48,6 +48,14 @@ class VllmEngineSpec(_message.Message):
     max_model_len: int
     def __init__(self, dtype: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., kv_cache_gib: _Optional[float] = ..., enforce_eager: _Optional[bool] = ..., max_model_len: _Optional[int] = ...) -> None: ...
 
+class SimulatedEngineSpec(_message.Message):
+    __slots__ = ("seconds_per_token", "max_batch_size")
+    SECONDS_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    seconds_per_token: float
+    max_batch_size: int
+    def __init__(self, seconds_per_token: _Optional[float] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+
 class InProcessQueueSpec(_message.Message):
     __slots__ = ("max_size",)
     MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -211,7 +219,7 @@ class EvalSpec(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[str]] = ..., num_problems: _Optional[int] = ..., samples_per_problem: _Optional[int] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., budget_forcing: _Optional[_Union[BudgetForcingSpec, _Mapping]] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("name", "model", "seed", "output_dir", "stages", "baseline", "transformers", "vllm", "inprocess", "redis", "data", "sft", "grpo", "eval")
+    __slots__ = ("name", "model", "seed", "output_dir", "stages", "baseline", "transformers", "vllm", "simulated", "inprocess", "redis", "data", "sft", "grpo", "eval")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +228,7 @@ class RunSpec(_message.Message):
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     TRANSFORMERS_FIELD_NUMBER: _ClassVar[int]
     VLLM_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
     INPROCESS_FIELD_NUMBER: _ClassVar[int]
     REDIS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -234,10 +243,11 @@ class RunSpec(_message.Message):
     baseline: str
     transformers: TransformersEngineSpec
     vllm: VllmEngineSpec
+    simulated: SimulatedEngineSpec
     inprocess: InProcessQueueSpec
     redis: RedisQueueSpec
     data: DataSpec
     sft: SFTSpec
     grpo: GRPOSpec
     eval: EvalSpec
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., output_dir: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., baseline: _Optional[str] = ..., transformers: _Optional[_Union[TransformersEngineSpec, _Mapping]] = ..., vllm: _Optional[_Union[VllmEngineSpec, _Mapping]] = ..., inprocess: _Optional[_Union[InProcessQueueSpec, _Mapping]] = ..., redis: _Optional[_Union[RedisQueueSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., sft: _Optional[_Union[SFTSpec, _Mapping]] = ..., grpo: _Optional[_Union[GRPOSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., output_dir: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., baseline: _Optional[str] = ..., transformers: _Optional[_Union[TransformersEngineSpec, _Mapping]] = ..., vllm: _Optional[_Union[VllmEngineSpec, _Mapping]] = ..., simulated: _Optional[_Union[SimulatedEngineSpec, _Mapping]] = ..., inprocess: _Optional[_Union[InProcessQueueSpec, _Mapping]] = ..., redis: _Optional[_Union[RedisQueueSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., sft: _Optional[_Union[SFTSpec, _Mapping]] = ..., grpo: _Optional[_Union[GRPOSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ...) -> None: ...

@@ -12,11 +12,14 @@ converted once.
 - `Group` ↔ `skillfactory.v1.Group` (the queue payload of a sampled group; the prompt index also
   rides in the problem's data as `_prompt_index`, as older groups carried it);
 - stage 1's composer contract: `ProblemSamples` → `skillfactory.v1.ProblemSamples` and back, an
-  SFT record ↔ `skillfactory.v1.Trace`, and `ComposeSummary` ↔ `skillfactory.v1.ComposeSummary`.
+  SFT record ↔ `skillfactory.v1.Trace`, and `ComposeSummary` ↔ `skillfactory.v1.ComposeSummary`;
+- generation tasks of stage 1 and eval: a prompt (chat or text) with its sampling and seed →
+  `skillfactory.v1.GenerationTask`, and its completions → `skillfactory.v1.GenerationResult`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -31,7 +34,7 @@ from skillfactory.compose import (
     reflection_from_text,
 )
 from skillfactory.compose.record import UNKNOWN_PROMPT_VARIANT
-from skillfactory.engines.base import Completion, FinishReason, SamplingParams
+from skillfactory.engines.base import Completion, FinishReason, Prompt, SamplingParams
 from skillfactory.group import Group
 from skillfactory.tasks.base import Problem
 from skillfactory.v1 import composer_pb2, data_pb2
@@ -351,3 +354,58 @@ def add_summary(summary: ComposeSummary, message: composer_pb2.ComposeSummary) -
     )
     summary.traces_out += message.traces_out
     summary.trace_lengths.update(dict(message.trace_lengths))
+
+
+# ---- generation tasks (stage 1, eval) -----------------------------------------------------------
+
+
+def prompt_fields(prompt: Prompt) -> dict[str, Any]:
+    """The `messages` / `text` fields of a task carrying `prompt`."""
+    if isinstance(prompt, str):
+        return {"text": prompt}
+    return {
+        "messages": [
+            data_pb2.ChatMessage(role=str(m.get("role", "")), content=str(m.get("content", "")))
+            for m in prompt
+        ]
+    }
+
+
+def task_prompt(task: data_pb2.GenerationTask) -> Prompt:
+    """The engine prompt a generation task carries."""
+    if task.messages:
+        return [{"role": m.role, "content": m.content} for m in task.messages]
+    return task.text
+
+
+def generation_task(
+    run_id: str,
+    epoch: str,
+    task_id: str,
+    model_uri: str,
+    prompt: Prompt,
+    params: SamplingParams,
+) -> data_pb2.GenerationTask:
+    """The queue message asking a rollout worker for `params.n` completions of one prompt."""
+    return data_pb2.GenerationTask(
+        run_id=run_id,
+        epoch=epoch,
+        task_id=task_id,
+        model_uri=model_uri,
+        n=params.n,
+        sampling=sampling_to_proto(params),
+        **prompt_fields(prompt),
+    )
+
+
+def generation_result(
+    task: data_pb2.GenerationTask, completions: Sequence[Completion], worker_id: str
+) -> data_pb2.GenerationResult:
+    """The answer to a generation task."""
+    return data_pb2.GenerationResult(
+        run_id=task.run_id,
+        epoch=task.epoch,
+        task_id=task.task_id,
+        completions=[completion_to_proto(c) for c in completions],
+        worker_id=worker_id,
+    )

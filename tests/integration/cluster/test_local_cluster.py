@@ -242,7 +242,10 @@ def test_a_run_through_the_api_completes_every_stage_with_metrics(
     assert total(cluster, "rollout", "skillfactory_rollout_tokens_generated_total") > 0
     assert total(cluster, "rollout", "skillfactory_rollout_generate_seconds_count") > 0
     assert total(cluster, "rollout", "skillfactory_rollout_tokens_per_second") > 0
-    assert total(cluster, "rollout", "skillfactory_rollout_policy_version") > 0
+    # the samplers loaded the learner's versions (then eval rebuilt the engines on its models)
+    assert total(cluster, "rollout", "skillfactory_rollout_weight_sync_seconds_count") > 0
+    generation = "skillfactory_rollout_requests_total{method=generation}"
+    assert total(cluster, "rollout", generation) > 0  # stage 1 and eval ran on the rollouts
     assert total(cluster, "rollout", "skillfactory_sampler_groups_pushed_total") >= 8
     assert total(cluster, "rollout", "skillfactory_sampler_reward_seconds_count") > 0
     reward = scrape(cluster.metrics_urls()["reward"])
