@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
 from skillfactory.engines.base import Engine, SamplingParams
 from skillfactory.group import Group
 from skillfactory.models.registry import shared_model_uri
@@ -31,11 +33,11 @@ from skillfactory.rollout.feeder import PromptFeeder, new_epoch, task_template
 from skillfactory.rollout.remote_engine import RemoteEngine
 from skillfactory.rollout.sampler import PromptStream, Sampler
 from skillfactory.rollout.scoring import GroupScorer
-from skillfactory.runspec import RedisQueueSpec, RunSpec
+from skillfactory.runspec import EngineSpec, RedisQueueSpec, RunSpec
 from skillfactory.stages.data import ComposeFunction
 from skillfactory.train.learner import Learner
 from skillfactory.train.staleness import AdmissionController
-from skillfactory.wire.weight_store import WeightStore
+from skillfactory.wire.weight_store import WeightPublisher, WeightStore
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +190,9 @@ class RemoteRollouts:
         run_root = cluster.weights_dir / spec.name
         drop_old_epochs(run_root)
         self.store = WeightStore(run_root / self.epoch)
+        self.publisher = WeightPublisher(self.store, publish_dtype(spec.engine), self.run_id)
         if learner.version > 0:
-            self.store.publish(learner.weights(), learner.version, self.run_id)
+            self.publisher.submit(learner.weights(), learner.version)
         template = task_template(
             self.run_id,
             self.epoch,
@@ -216,7 +219,9 @@ class RemoteRollouts:
         self._thread = self.feeder.start(self._stop)
 
     def publish(self, learner: Learner) -> None:
-        self.store.publish(learner.weights(), learner.version, self.run_id)
+        """Hand the new version to the background publisher (the next step starts while it is
+        written; the samplers catch up once it is verified on disk)."""
+        self.publisher.submit(learner.weights(), learner.version)
 
     def owns(self, group: Group) -> bool:
         return group.epoch == self.epoch
@@ -225,6 +230,17 @@ class RemoteRollouts:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        self.publisher.flush()
+
+
+def publish_dtype(engine: EngineSpec) -> torch.dtype:
+    """The dtype the rollout engines hold weights in: the spec's, or bf16 on GPUs and fp32 on
+    CPUs for `auto` (what the transformers and vLLM engines choose)."""
+    named = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    dtype = getattr(engine, "dtype", "auto")
+    if dtype in named:
+        return named[dtype]
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
 def drop_old_epochs(run_root: Path) -> None:

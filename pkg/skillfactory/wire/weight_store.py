@@ -1,7 +1,9 @@
 """The weight store: each published policy version as a folder of safetensors on a shared volume.
 
 The learner publishes version `v` to `<root>/v<v>/` (written to a staging folder, then renamed, so
-a reader never sees half a version). The folder holds the safetensors file and `checksum.sha256`,
+a reader never sees half a version), in the dtype the engines run (bf16 on GPUs), hashed in
+memory while serialized and written once; `WeightPublisher` does it on a background thread, off
+the learner's critical path, one version in flight at a time. The folder holds the safetensors file and `checksum.sha256`,
 the SHA-256 the learner computed over its files; `publish` also answers it as a
 `skillfactory.v1.WeightUpdate` notice (run id, version, the folder's URI and the checksum) for the
 `UpdateWeights` RPC. Readers check the checksum before loading — `verify(notice)` against the
@@ -13,8 +15,10 @@ tampered read. Engines load the folder with `Engine.load_weights(path, version)`
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING
 from skillfactory.v1 import data_pb2
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
 WEIGHTS_FILE = "model.safetensors"
@@ -58,18 +63,21 @@ class WeightStore:
         return self.root / f"v{version:06d}"
 
     def publish(
-        self, weights: Mapping[str, Tensor], version: int, run_id: str = ""
+        self,
+        weights: Mapping[str, Tensor],
+        version: int,
+        run_id: str = "",
+        dtype: torch.dtype | None = None,
     ) -> data_pb2.WeightUpdate:
-        """Write `weights` as version `version` and return the notice to send to engines."""
-        from safetensors.torch import save_file  # heavy: only writers and loaders need it
-
+        """Write `weights` (cast to `dtype`, the engines', when given) as version `version` and
+        return the notice to send to engines. The file is serialized in memory and hashed there,
+        then written once: nothing is read back."""
         final = self.folder(version)
         staging = self.root / f".v{version:06d}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        tensors = {name: t.detach().contiguous().cpu() for name, t in weights.items()}
-        save_file(_untied(tensors), str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        checksum = folder_checksum(staging)
+        tensors = host_copy(weights, dtype)
+        checksum = write_safetensors(staging / WEIGHTS_FILE, tensors, {"format": "pt"})
         (staging / CHECKSUM_FILE).write_text(checksum + "\n")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
@@ -100,6 +108,108 @@ class WeightStore:
     def _prune(self) -> None:
         for version in self.versions()[: -self.keep]:
             shutil.rmtree(self.folder(version), ignore_errors=True)
+
+
+SAFETENSORS_DTYPES = {
+    "torch.float32": "F32",
+    "torch.bfloat16": "BF16",
+    "torch.float16": "F16",
+    "torch.float64": "F64",
+    "torch.int64": "I64",
+    "torch.int32": "I32",
+    "torch.int16": "I16",
+    "torch.int8": "I8",
+    "torch.uint8": "U8",
+    "torch.bool": "BOOL",
+}
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str]) -> str:
+    """Write CPU tensors as a safetensors file, hashing what is written as it goes (the header,
+    then each tensor's bytes, straight from its memory): returns the folder checksum a reader
+    computes (`folder_checksum`) without reading the file back."""
+    import torch  # heavy: only writers need it, and they hold tensors already
+
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        kind = SAFETENSORS_DTYPES[str(tensor.dtype)]
+        header[name] = {
+            "dtype": kind,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    digest = hashlib.sha256(path.name.encode())
+    with path.open("wb") as sink:
+        for block in (len(encoded).to_bytes(8, "little"), encoded):
+            digest.update(block)
+            sink.write(block)
+        for tensor in tensors.values():
+            view = tensor.contiguous().view(-1).view(torch.uint8).numpy().data
+            digest.update(view)  # hashlib and the write release the GIL on large buffers
+            sink.write(view)
+    return digest.hexdigest()
+
+
+def host_copy(weights: Mapping[str, Tensor], dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """The tensors on the CPU, in `dtype` when given, in memory of their own (the learner may
+    change its weights right after); tied tensors (sharing memory, as tied embeddings do) once,
+    under their first name, as safetensors requires."""
+    copies = {}
+    for name, tensor in _untied(dict(weights)).items():
+        moved = tensor.detach().to("cpu", dtype=dtype or tensor.dtype)
+        copies[name] = (
+            moved.clone() if moved.data_ptr() == tensor.data_ptr() else moved
+        ).contiguous()
+    return copies
+
+
+class WeightPublisher:
+    """Publishes versions off the learner's critical path: `submit` copies the weights (to the
+    CPU, in the engines' dtype) and returns; a background thread serializes, hashes and writes
+    them. At most one version is in flight: a `submit` while the previous one is still being
+    written waits for it first. `flush` waits for the last one; an error of the thread is
+    raised by the next call."""
+
+    def __init__(
+        self, store: WeightStore, dtype: torch.dtype | None = None, run_id: str = ""
+    ) -> None:
+        self.store = store
+        self.dtype = dtype
+        self.run_id = run_id
+        self.last: data_pb2.WeightUpdate | None = None
+        """The notice of the newest version written."""
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, weights: Mapping[str, Tensor], version: int) -> None:
+        """Hand `weights` over as version `version` (returns once they are copied)."""
+        self.flush()
+        copies = host_copy(weights, self.dtype)
+        self._thread = threading.Thread(
+            target=self._write, args=(copies, version), name="weight-publisher", daemon=True
+        )
+        self._thread.start()
+
+    def _write(self, copies: dict[str, Tensor], version: int) -> None:
+        try:
+            self.last = self.store.publish(copies, version, self.run_id)
+        except BaseException as error:  # raised on the learner's next call
+            self._error = error
+
+    def flush(self) -> data_pb2.WeightUpdate | None:
+        """Wait for the version in flight; returns the newest notice."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError("publishing weights failed") from error
+        return self.last
 
 
 def verify(update: data_pb2.WeightUpdate) -> Path:

@@ -48,3 +48,27 @@ def test_tied_weights_are_stored_once(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     assert set(load_file(str(verify(update) / "model.safetensors"))) == {"embed"}
+
+
+def test_the_publisher_copies_then_writes_in_the_background_in_the_engines_dtype(
+    tmp_path: Path,
+) -> None:
+    """The caller's tensors may change right after `submit`: the version holds what they were;
+    the file is in the engines' dtype and passes its checksum; one version is in flight."""
+    from safetensors.torch import load_file
+
+    from skillfactory.wire.weight_store import WeightPublisher
+
+    store = WeightStore(tmp_path)
+    publisher = WeightPublisher(store, dtype=torch.bfloat16, run_id="r")
+    weights = {"w": torch.full((64, 64), 0.5), "b": torch.zeros(64)}
+    publisher.submit(weights, 1)
+    weights["w"].add_(1.0)  # the next optimizer step
+    publisher.submit(weights, 2)  # waits for version 1 first
+    notice = publisher.flush()
+    assert notice is not None and notice.version == 2 and notice.run_id == "r"
+    first = load_file(str(store.verified(1) / "model.safetensors"))
+    assert first["w"].dtype == torch.bfloat16 and torch.all(first["w"] == 0.5)
+    second = load_file(str(verify(notice) / "model.safetensors"))
+    assert torch.all(second["w"] == 1.5)
+    assert (store.folder(2) / "model.safetensors").stat().st_size < 64 * 64 * 4  # bf16, not fp32
