@@ -74,7 +74,7 @@ def serve_rollout(
     generators: Annotated[
         int,
         typer.Option(min=0, help="Generation worker threads taking stage-1 and eval tasks."),
-    ] = 2,
+    ] = 4,
     reward: Annotated[
         str, typer.Option(help="Reward service HOST:PORT for the samplers ('' grades here).")
     ] = "",

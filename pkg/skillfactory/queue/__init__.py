@@ -14,6 +14,7 @@ from skillfactory.queue.base import (
     QueueFull,
     UndecodablePayload,
     put_message,
+    put_messages,
     read_messages,
 )
 from skillfactory.queue.inprocess import InProcessQueue
@@ -29,6 +30,7 @@ __all__ = [
     "UndecodablePayload",
     "open_queue",
     "put_message",
+    "put_messages",
     "read_messages",
 ]
 
@@ -38,7 +40,7 @@ def open_queue(spec: InProcessQueueSpec | RedisQueueSpec) -> Queue:
     if isinstance(spec, InProcessQueueSpec):
         return InProcessQueue(max_size=spec.max_size)
     if isinstance(spec, RedisQueueSpec):
-        # deferred: heavy or optional (torch)
+        # deferred: optional (redis, the serve extra)
         from skillfactory.queue.redis_streams import RedisStreamsQueue
 
         return RedisStreamsQueue.from_spec(spec)

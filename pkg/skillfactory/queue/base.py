@@ -80,6 +80,11 @@ class Queue(Protocol):
         """
         ...
 
+    def put_many(self, stream: str, payloads: Sequence[bytes]) -> list[str]:
+        """Append `payloads` to `stream` in order, in one round trip where the backend can;
+        return their entry ids."""
+        ...
+
     def get(
         self, stream: str, group: str, consumer: str, count: int = 1, block_s: float | None = 0.0
     ) -> list[Entry]:
@@ -128,6 +133,11 @@ M = TypeVar("M", bound=Message)
 def put_message(queue: Queue, stream: str, message: Message, timeout: float | None = None) -> str:
     """Serialize a protobuf message and put it on `stream`; return the entry id."""
     return queue.put(stream, message.SerializeToString(), timeout=timeout)
+
+
+def put_messages(queue: Queue, stream: str, messages: Sequence[Message]) -> list[str]:
+    """Serialize protobuf messages and put them on `stream` together; return the entry ids."""
+    return queue.put_many(stream, [m.SerializeToString() for m in messages])
 
 
 def read_messages(entries: Iterable[Entry], message_cls: type[M]) -> list[tuple[Entry, M]]:

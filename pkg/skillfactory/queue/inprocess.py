@@ -125,6 +125,9 @@ class InProcessQueue:
             self._cond.notify_all()
             return entry_id
 
+    def put_many(self, stream: str, payloads: Sequence[bytes]) -> list[str]:
+        return [self.put(stream, payload) for payload in payloads]
+
     def get(
         self, stream: str, group: str, consumer: str, count: int = 1, block_s: float | None = 0.0
     ) -> list[Entry]:

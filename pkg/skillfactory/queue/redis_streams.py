@@ -168,6 +168,13 @@ class RedisStreamsQueue:
         )
         return _str(entry_id)
 
+    def put_many(self, stream: str, payloads: Sequence[bytes]) -> list[str]:
+        """Every XADD of `payloads` in one pipelined round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for payload in payloads:
+            pipe.xadd(self.key(stream), {FIELD: payload}, maxlen=self.max_len, approximate=True)
+        return [_str(entry_id) for entry_id in pipe.execute()]
+
     def get(
         self, stream: str, group: str, consumer: str, count: int = 1, block_s: float | None = 0.0
     ) -> list[Entry]:

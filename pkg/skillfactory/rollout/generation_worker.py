@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from skillfactory.engines.base import Completion, Prompt, SamplingParams
-from skillfactory.queue import Entry, Queue, put_message
+from skillfactory.queue import Entry, Queue, put_messages
 from skillfactory.rollout.remote_engine import (
     GENERATED_STREAM,
     GENERATIONS_STREAM,
@@ -86,9 +86,10 @@ class GenerationWorker(TaskWorker[data_pb2.GenerationTask]):
             outputs = self.generate(first.model_uri, [task_prompt(t) for t in tasks], params, seeds)
         except Exception:
             return self.failed("generate", batch, first.run_id)
-        for task, completions in zip(tasks, outputs, strict=True):
-            put_message(
-                self.queue, GENERATED_STREAM, generation_result(task, completions, self.worker_id)
-            )
+        results = [
+            generation_result(task, completions, self.worker_id)
+            for task, completions in zip(tasks, outputs, strict=True)
+        ]
+        put_messages(self.queue, GENERATED_STREAM, results)
         self.results_pushed += len(batch)
         return self.acked(batch)

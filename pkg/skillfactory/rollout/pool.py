@@ -35,10 +35,12 @@ class SamplerConfig:
     """Rollout tasks sampled together in one engine call."""
     seed: int = 0
     """Sampling seed base (the task's prompt index is added)."""
-    generators: int = 2
-    """Generation worker threads (stage 1 and eval tasks)."""
-    generation_tasks_per_call: int = 16
-    """Generation tasks one worker serves in one request."""
+    generators: int = 4
+    """Generation worker threads (stage 1 and eval tasks); their requests are merged into the
+    engine's calls, so more workers mean larger calls."""
+    generation_tasks_per_call: int = 4
+    """Generation tasks one worker takes at a time (small, so that a call's tasks spread over
+    every replica instead of piling on the first workers to ask)."""
 
 
 class SamplerPool:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from skillfactory.engines.base import Completion, Prompt, SamplingParams, Weights, prompt_seeds
-from skillfactory.queue import Entry, Queue, UndecodablePayload, put_message, read_messages
+from skillfactory.queue import Entry, Queue, UndecodablePayload, put_messages, read_messages
 from skillfactory.v1 import data_pb2
 from skillfactory.wire.messages import completion_from_proto, generation_task
 
@@ -116,15 +116,19 @@ class RemoteEngine:
         params: SamplingParams,
         seeds: Sequence[int] | None,
     ) -> list[str]:
-        ids = []
-        for index, prompt in enumerate(prompts):
-            seeded = params if seeds is None else _with_seed(params, seeds[index])
-            task_id = f"{call}/{index}"
-            message = generation_task(
-                self.run_id, self.epoch, task_id, self.model_uri, prompt, seeded
+        ids = [f"{call}/{index}" for index in range(len(prompts))]
+        messages = [
+            generation_task(
+                self.run_id,
+                self.epoch,
+                task_id,
+                self.model_uri,
+                prompt,
+                params if seeds is None else replace(params, seed=seeds[index]),
             )
-            put_message(self.queue, GENERATIONS_STREAM, message)
-            ids.append(task_id)
+            for index, (task_id, prompt) in enumerate(zip(ids, prompts, strict=True))
+        ]
+        put_messages(self.queue, GENERATIONS_STREAM, messages)
         self.tasks_sent += len(ids)
         return ids
 
@@ -174,7 +178,3 @@ class RemoteEngine:
         """Close the queue when this engine opened it."""
         if self.owns_queue:
             self.queue.close()
-
-
-def _with_seed(params: SamplingParams, seed: int) -> SamplingParams:
-    return replace(params, seed=seed)

@@ -88,9 +88,7 @@ def test_a_remote_call_equals_the_embedded_call_whoever_serves_each_prompt(
     want = SeededTextEngine().generate(PROMPTS, params)
     assert [[c.text for c in group] for group in got] == [[c.text for c in group] for group in want]
     assert remote.tasks_sent == len(PROMPTS)
-    served = {w.worker_id: w.results_pushed for w in fleet.workers}
-    assert sum(served.values()) == len(PROMPTS)
-    assert sum(1 for count in served.values() if count) >= 2, served  # several workers served
+    assert sum(w.results_pushed for w in fleet.workers) == len(PROMPTS)  # each task once
     assert queue.pending(GENERATIONS_STREAM, GENERATORS_GROUP) == 0
 
 
