@@ -55,6 +55,20 @@ def up(
             "text a function of prompt and seed, no model)."
         ),
     ] = "transformers",
+    max_samplers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Autoscale the rollout services between --samplers and this many with the "
+            "queue's backlog (0: fixed).",
+        ),
+    ] = 0,
+    tasks_per_replica: Annotated[
+        int, typer.Option(min=1, help="Backlog one rollout service absorbs (autoscaling).")
+    ] = 16,
+    scale_down_cooldown_s: Annotated[
+        float, typer.Option(min=0, help="Seconds of lower need before scaling in.")
+    ] = 60.0,
     gpus: Annotated[
         int | None,
         typer.Option(
@@ -79,6 +93,9 @@ def up(
         learner_procs=learner_procs,
         engine=engine,
         gpus=gpus,
+        max_samplers=max_samplers,
+        tasks_per_replica=tasks_per_replica,
+        scale_down_cooldown_s=scale_down_cooldown_s,
     )
     try:
         state = start(config)

@@ -26,6 +26,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 from skillfactory.files import write_json_atomically
 from skillfactory.queue.redis_server import RedisServer, free_port
+from skillfactory.rollout.scaling import Autoscaler, ScalingPolicy, backlog
 
 STATE_FILE = "cluster.json"
 SUPERVISOR_PID = "supervisor.pid"
@@ -80,6 +82,15 @@ class ClusterConfig:
     gpus: int | None = None
     """GPUs of this machine to spread the processes over (None: as many as `nvidia-smi -L` lists;
     0: none, every process on the CPU)."""
+    max_samplers: int = 0
+    """Above `samplers`: the supervisor scales the rollout services between `samplers` and this
+    with the backlog (`skillfactory.rollout.scaling`); 0 keeps `samplers` fixed."""
+    tasks_per_replica: int = 16
+    """Backlog one rollout service is expected to absorb (autoscaling)."""
+    scale_up_cooldown_s: float = 10.0
+    """Seconds after a change before the fleet may grow again (autoscaling)."""
+    scale_down_cooldown_s: float = 60.0
+    """Seconds of lower need before the fleet shrinks (autoscaling)."""
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "dir": str(self.dir)})
@@ -193,6 +204,13 @@ class Supervisor:
         )
         self.services: list[ServiceSpec] = []
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.draining: list[subprocess.Popen[bytes]] = []
+        """Rollout services scaled in, finishing their batch."""
+        self.autoscaler: Autoscaler | None = None
+        self.devices: dict[str, str] = {}
+        self.rollout_args: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self._stop_autoscaler = threading.Event()
         self._stopping = False
 
     # --- layout ------------------------------------------------------------------------------
@@ -239,33 +257,67 @@ class Supervisor:
         gpus = self.config.gpus if self.config.gpus is not None else visible_gpus()
         devices = device_plan(gpus, self.config.learner_procs, self.config.samplers)
         services[-1].devices = devices.get("learner")
-        for index in range(self.config.samplers):
-            model = ["--model", self.config.model] if self.config.model else []
-            model += ["--engine", self.config.engine]
-            if self.config.simulated_token_delay_ms > 0:
-                delay = str(self.config.simulated_token_delay_ms)
-                model += ["--simulated-token-delay-ms", delay]
-            services.append(
-                ServiceSpec(
-                    f"rollout-{index}",
-                    [
-                        *cli,
-                        "serve",
-                        "rollout",
-                        *model,
-                        *queue,
-                        "--reward",
-                        f"127.0.0.1:{reward_port}",
-                        "--samplers",
-                        "1",
-                        *common,
-                    ],
-                    free_port(),
-                    free_port(),
-                    devices.get(f"rollout-{index}"),
-                )
-            )
+        self.rollout_args = {"queue": queue, "reward": reward_port, "common": common, "cli": cli}
+        self.devices = devices
+        services += [self.rollout_service(index) for index in range(self.config.samplers)]
         return services
+
+    def rollout_service(self, index: int) -> ServiceSpec:
+        """Rollout service `rollout-<index>` (new ports; its GPU from the device plan)."""
+        args = self.rollout_args
+        model = ["--model", self.config.model] if self.config.model else []
+        model += ["--engine", self.config.engine]
+        if self.config.simulated_token_delay_ms > 0:
+            model += ["--simulated-token-delay-ms", str(self.config.simulated_token_delay_ms)]
+        name = f"rollout-{index}"
+        command = [*args["cli"], "serve", "rollout", *model, *args["queue"]]
+        command += ["--reward", f"127.0.0.1:{args['reward']}", "--samplers", "1", *args["common"]]
+        return ServiceSpec(name, command, free_port(), free_port(), self.devices.get(name))
+
+    def rollouts(self) -> list[ServiceSpec]:
+        with self._lock:
+            return [s for s in self.services if s.name.startswith("rollout-")]
+
+    def replicas(self) -> int:
+        """Rollout services running (a `ScaleTarget`)."""
+        return len(self.rollouts())
+
+    def set_replicas(self, count: int) -> None:
+        """Start rollout services up to `count`, or drain the newest beyond it: SIGTERM, their
+        workers finish the batch in hand, what they took and did not ack is reclaimed."""
+        current = self.rollouts()
+        for index in range(len(current), count):
+            service = self.rollout_service(index)
+            with self._lock:
+                self.services.append(service)
+            self.spawn(service)
+        for service in current[count:]:
+            with self._lock:
+                self.services.remove(service)
+            process = self.children.pop(service.name, None)
+            self.state.processes.pop(service.name, None)
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                self.draining.append(process)
+        self.state.save(self.dir)
+
+    def start_autoscaler(self) -> None:
+        """Scale the rollout services with the backlog, when asked to."""
+        if self.config.max_samplers <= self.config.samplers:
+            return
+        policy = ScalingPolicy(
+            min_replicas=self.config.samplers,
+            max_replicas=self.config.max_samplers,
+            tasks_per_replica=self.config.tasks_per_replica,
+            scale_up_cooldown_s=self.config.scale_up_cooldown_s,
+            scale_down_cooldown_s=self.config.scale_down_cooldown_s,
+        )
+        # deferred: optional (redis, the serve extra; `skillfactory --help` needs none of it)
+        from skillfactory.queue.redis_streams import RedisStreamsQueue
+
+        queue = RedisStreamsQueue(self.redis.url, password=self.redis_password)
+        self.autoscaler = Autoscaler(policy, self, lambda: backlog(queue))
+        self.autoscaler.start(self._stop_autoscaler, period_s=1.0)
 
     def learner_launcher(self) -> list[str]:
         """`python -m skillfactory.cli`, under torchrun when the learner has several processes."""
@@ -343,6 +395,7 @@ class Supervisor:
         self.state.learner = self.state.processes["learner"].address
         self.state.ready = True
         self.state.save(self.dir)
+        self.start_autoscaler()
 
     def watch(self) -> None:
         """Restart what dies until asked to stop."""
@@ -352,7 +405,9 @@ class Supervisor:
                 self.state.processes["redis"].restarts += 1
                 self.state.processes["redis"].pid = self.redis.pid or 0
                 self.state.save(self.dir)
-            for service in self.services:
+            with self._lock:
+                services = list(self.services)
+            for service in services:
                 if self._stopping:
                     break
                 process = self.children.get(service.name)
@@ -370,6 +425,10 @@ class Supervisor:
 
     def shutdown(self) -> None:
         """Stop the services (rollouts first, then the learner and the rest), then Redis."""
+        self._stop_autoscaler.set()
+        for drained in self.draining:
+            if drained.poll() is None:
+                drained.wait(self.config.grace_s)
         for service in reversed(self.services):
             process = self.children.get(service.name)
             if process is not None and process.poll() is None:

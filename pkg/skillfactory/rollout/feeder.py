@@ -17,16 +17,11 @@ import uuid
 from skillfactory.engines.base import SamplingParams
 from skillfactory.queue import Queue, put_message
 from skillfactory.rollout.sampler import PromptStream
+from skillfactory.rollout.streams import PROMPTS_STREAM
 from skillfactory.tasks import Problem
 from skillfactory.train.staleness import AdmissionController
 from skillfactory.v1 import data_pb2
 from skillfactory.wire.messages import problem_to_proto, sampling_to_proto
-
-PROMPTS_STREAM = "prompts"
-"""Queue stream the learner's feeder writes and sampler workers read."""
-
-SAMPLERS_GROUP = "samplers"
-"""Consumer group of every sampler worker on the prompts stream."""
 
 
 def new_epoch() -> str:

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from skillfactory.engines.base import Completion, Prompt, SamplingParams
 from skillfactory.queue import Entry, Queue, put_messages
-from skillfactory.rollout.remote_engine import (
+from skillfactory.rollout.streams import (
     GENERATED_STREAM,
     GENERATIONS_STREAM,
     GENERATORS_GROUP,

@@ -29,22 +29,15 @@ from dataclasses import replace
 
 from skillfactory.engines.base import Completion, Prompt, SamplingParams, Weights, prompt_seeds
 from skillfactory.queue import Entry, Queue, UndecodablePayload, put_messages, read_messages
+from skillfactory.rollout.streams import (
+    GENERATED_STREAM,
+    GENERATIONS_STREAM,
+    ORCHESTRATOR_GROUP,
+)
 from skillfactory.v1 import data_pb2
 from skillfactory.wire.messages import completion_from_proto, generation_task
 
 log = logging.getLogger(__name__)
-
-GENERATIONS_STREAM = "generations"
-"""Queue stream the learner's remote engine writes and generation workers read."""
-
-GENERATORS_GROUP = "generators"
-"""Consumer group of every generation worker on the generations stream."""
-
-GENERATED_STREAM = "generated"
-"""Queue stream generation workers write results to and the learner reads."""
-
-ORCHESTRATOR_GROUP = "orchestrator"
-"""Consumer group of the learner on the generated stream."""
 
 
 class GenerationStalled(RuntimeError):

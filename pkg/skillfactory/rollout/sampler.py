@@ -25,12 +25,10 @@ from skillfactory.group import Group
 from skillfactory.prompts import question_prompt
 from skillfactory.queue import Queue, put_message
 from skillfactory.rollout.scoring import GroupScorer
+from skillfactory.rollout.streams import GROUPS_STREAM
 from skillfactory.tasks import Problem
 from skillfactory.train.staleness import AdmissionController
 from skillfactory.wire.messages import group_to_proto
-
-GROUPS_STREAM = "groups"
-"""Queue stream the samplers write and the learner reads."""
 
 
 def grpo_prompt(problem: Problem) -> list[ChatMessage]:

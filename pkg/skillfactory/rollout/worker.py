@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from skillfactory.engines.base import Completion, Prompt, SamplingParams
 from skillfactory.queue import Entry, Queue, UndecodablePayload, put_message, read_messages
-from skillfactory.rollout.feeder import PROMPTS_STREAM, SAMPLERS_GROUP
-from skillfactory.rollout.sampler import GROUPS_STREAM, grpo_prompt, make_group
+from skillfactory.rollout.sampler import grpo_prompt, make_group
 from skillfactory.rollout.scoring import GroupScorer
+from skillfactory.rollout.streams import GROUPS_STREAM, PROMPTS_STREAM, SAMPLERS_GROUP
 from skillfactory.v1 import data_pb2
 from skillfactory.wire.messages import group_to_proto, problem_from_proto, sampling_from_proto
 

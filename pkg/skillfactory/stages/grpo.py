@@ -35,9 +35,14 @@ from skillfactory.engines.base import Engine
 from skillfactory.engines.setup import engine_batch_rows
 from skillfactory.group import Group
 from skillfactory.queue import Queue, UndecodablePayload, open_queue, read_messages
-from skillfactory.rollout.feeder import PROMPTS_STREAM, SAMPLERS_GROUP
-from skillfactory.rollout.sampler import GROUPS_STREAM, PromptStream, prompt_fits
+from skillfactory.rollout.sampler import PromptStream, prompt_fits
 from skillfactory.rollout.scoring import GroupScorer, local_scorer
+from skillfactory.rollout.streams import (
+    GROUPS_STREAM,
+    LEARNER_GROUP,
+    PROMPTS_STREAM,
+    SAMPLERS_GROUP,
+)
 from skillfactory.run_folder import run_dir
 from skillfactory.runspec import RunSpec
 from skillfactory.seeds import derived_seed
@@ -57,7 +62,6 @@ STEPS_FILE = "steps.jsonl"
 SUMMARY_FILE = "summary.json"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
-LEARNER_GROUP = "learner"
 LEARNER_ID = "learner-0"
 
 

@@ -23,12 +23,8 @@ from skillfactory.queue import InProcessQueue
 from skillfactory.rollout.batcher import EngineBatcher
 from skillfactory.rollout.engine_slot import EngineSlot
 from skillfactory.rollout.generation_worker import GenerationWorker
-from skillfactory.rollout.remote_engine import (
-    GENERATED_STREAM,
-    GENERATIONS_STREAM,
-    GENERATORS_GROUP,
-    RemoteEngine,
-)
+from skillfactory.rollout.remote_engine import RemoteEngine
+from skillfactory.rollout.streams import GENERATED_STREAM, GENERATIONS_STREAM, GENERATORS_GROUP
 from skillfactory.runspec import parse_run_spec
 from skillfactory.serving.rollout import RolloutServicer
 from skillfactory.stages.data import SAMPLES_FILE, SFT_FILE, Stage1, data_dir

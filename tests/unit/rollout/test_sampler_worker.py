@@ -16,9 +16,10 @@ from skillfactory.engines.simulated import TokenDelayEngine
 from skillfactory.group import Group
 from skillfactory.queue import InProcessQueue, read_messages
 from skillfactory.rollout.engine_slot import EngineSlot, NoModelLoaded
-from skillfactory.rollout.feeder import PROMPTS_STREAM, SAMPLERS_GROUP, PromptFeeder, task_template
-from skillfactory.rollout.sampler import GROUPS_STREAM, PromptStream
+from skillfactory.rollout.feeder import PromptFeeder, task_template
+from skillfactory.rollout.sampler import PromptStream
 from skillfactory.rollout.scoring import local_scorer
+from skillfactory.rollout.streams import GROUPS_STREAM, PROMPTS_STREAM, SAMPLERS_GROUP
 from skillfactory.rollout.worker import SamplerWorker
 from skillfactory.tasks import Problem
 from skillfactory.train.staleness import AdmissionController
