@@ -270,3 +270,27 @@ env:
   emptyDir:
     sizeLimit: {{ .Values.rollout.tmpSizeLimit }}
 {{- end }}
+
+{{/* How rollouts scale (rollout.autoscaling.mode): keda where its API exists (auto) or when
+     asked, else the learner's own scaler. */}}
+{{- define "sf.autoscalingMode" -}}
+{{- $mode := .Values.rollout.autoscaling.mode }}
+{{- if eq $mode "auto" }}
+{{- if .Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject" }}keda{{ else }}learner{{ end }}
+{{- else }}{{ $mode }}{{ end }}
+{{- end }}
+
+{{/* True when the learner runs the rollout scaler (it then needs its scaler ServiceAccount). */}}
+{{- define "sf.learnerScales" -}}
+{{- if and .Values.rollout.autoscaling.enabled (eq (include "sf.autoscalingMode" .) "learner") }}true{{ end }}
+{{- end }}
+
+{{/* Redis host:port (KEDA's redis-streams trigger wants an address, not a URL). */}}
+{{- define "sf.redisAddress" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "%s-redis.%s.svc:6379" (include "sf.fullname" .) .Release.Namespace }}
+{{- else }}
+{{- $url := urlParse (include "sf.redisUrl" .) }}
+{{- $url.host }}
+{{- end }}
+{{- end }}

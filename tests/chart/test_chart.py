@@ -21,7 +21,7 @@ CHART = ROOT / "charts"
 KUBE_VERSIONS = ["1.29.0", "1.33.0"]
 # Objects whose schema kubernetes-validate does not ship (CRDs). The RayService's pod templates
 # are validated as Pods in tests/chart/test_ray.py.
-CRD_KINDS = {"ServiceMonitor", "RayService"}
+CRD_KINDS = {"ServiceMonitor", "RayService", "ScaledObject", "TriggerAuthentication"}
 
 ALL_ON: dict[str, Any] = {
     "image": {"pullSecrets": ["regcred"]},

@@ -82,7 +82,7 @@ def test_rendered_when_the_api_exists_next_to_the_sampler_deployment() -> None:
     # The Deployment stays: its sampler workers take the learner's GRPO tasks.
     rollout = workload(docs, "rollout")
     assert rollout["kind"] == "Deployment"
-    assert "--samplers=1" in rollout["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--samplers=4" in rollout["spec"]["template"]["spec"]["containers"][0]["args"]
     # The capability check alone: the group version without the kind is not enough.
     with pytest.raises(helm.HelmRenderError, match="ray.io/v1/RayService"):
         render_with_api_versions(RAY, ["ray.io/v1"])

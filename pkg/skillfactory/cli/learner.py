@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -34,6 +35,8 @@ from skillfactory.cli.options import (
 )
 from skillfactory.cluster.local import ClusterError, ClusterState, cluster_dir
 from skillfactory.contracts.runspec_proto import run_spec_to_proto
+from skillfactory.queue import open_queue
+from skillfactory.rollout.scaling import Autoscaler, DeploymentScale, ScalingPolicy, backlog
 from skillfactory.runspec import RedisQueueSpec
 from skillfactory.serving.logs import setup_logging
 from skillfactory.v1 import learner_pb2, run_pb2
@@ -84,6 +87,27 @@ def serve_learner(
         str,
         typer.Option(help="Composer service HOST:PORT for stage 1's traces (with --redis-url)."),
     ] = "",
+    autoscale_deployment: Annotated[
+        str,
+        typer.Option(
+            help="Scale this rollout Deployment with the queue's backlog through the Kubernetes "
+            "API (its scale subresource; with --redis-url); '' leaves it alone."
+        ),
+    ] = "",
+    autoscale_namespace: Annotated[
+        str, typer.Option(envvar="POD_NAMESPACE", help="Namespace of that Deployment.")
+    ] = "default",
+    min_rollouts: Annotated[int, typer.Option(min=0, help="Fewest rollout replicas.")] = 1,
+    max_rollouts: Annotated[int, typer.Option(min=1, help="Most rollout replicas.")] = 4,
+    tasks_per_replica: Annotated[
+        int, typer.Option(min=1, help="Backlog one rollout replica absorbs.")
+    ] = 16,
+    scale_up_cooldown_s: Annotated[
+        float, typer.Option(min=0, help="Seconds after a change before growing again.")
+    ] = 60.0,
+    scale_down_cooldown_s: Annotated[
+        float, typer.Option(min=0, help="Seconds of lower need before shrinking.")
+    ] = 600.0,
 ) -> None:
     """Serve the learner API; runs execute one at a time. With --redis-url, GRPO samples with the
     rollout services' sampler workers over that queue; otherwise everything runs here. Under
@@ -120,9 +144,22 @@ def serve_learner(
     except (ValueError, OSError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_INVALID) from None
+    stop_scaling = threading.Event()
+    if autoscale_deployment and cluster is not None:
+        policy = ScalingPolicy(
+            min_replicas=min_rollouts,
+            max_replicas=max_rollouts,
+            tasks_per_replica=tasks_per_replica,
+            scale_up_cooldown_s=scale_up_cooldown_s,
+            scale_down_cooldown_s=scale_down_cooldown_s,
+        )
+        scaled = DeploymentScale(autoscale_deployment, autoscale_namespace)
+        backlog_queue = open_queue(cluster.queue)
+        Autoscaler(policy, scaled, lambda: backlog(backlog_queue)).start(stop_scaling)
     try:
         serve_until_signal(server, "learner", state_dir=str(state_dir))
     finally:
+        stop_scaling.set()
         if ranks is not None:
             ranks.tell("shutdown")
         if composer_client is not None:
