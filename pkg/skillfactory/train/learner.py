@@ -39,6 +39,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from collections import Counter
@@ -77,6 +78,7 @@ from skillfactory.train.step_record import StepRecord
 STATE_FILE = "learner.json"
 MODEL_DIR = "model"
 LATEST_FILE = "latest"
+CHECKPOINT_NAME = re.compile(r"step-\d{6,}")
 
 
 @dataclass
@@ -468,26 +470,46 @@ class GRPOLearner:
         for shard in sorted((folder / MODEL_DIR).glob("*.safetensors")):
             state.update(load_file(str(shard), device=str(self.device)))
         load_full_state_dict(self.model, state)
-        optimizer = torch.load(folder / "optimizer.pt", weights_only=False)
+        # weights_only: tensors and plain containers, never code (a checkpoint folder may lie on
+        # a volume others write to)
+        optimizer = torch.load(folder / "optimizer.pt", weights_only=True)
         load_full_optimizer_state(self.model, self.optimizer, optimizer)
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-        set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+        set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
         self.counters = LearnerCounters(**json.loads((folder / STATE_FILE).read_text()))
         self._done = set(self.counters.done_prompts)
 
 
+class BadCheckpoint(ValueError):
+    """A checkpoint pointer that names something other than a checkpoint folder under its root."""
+
+
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The checkpoint `<root>/latest` points at, if it exists."""
-    pointer = Path(root) / LATEST_FILE
+    """The checkpoint `<root>/latest` points at, if it exists. The pointer may only name a
+    `step-<version>` folder directly inside `root` (no path, no link out): `BadCheckpoint` else."""
+    root = Path(root)
+    pointer = root / LATEST_FILE
     if not pointer.exists():
         return None
-    folder = Path(root) / pointer.read_text().strip()
+    name = pointer.read_text().strip()
+    if not CHECKPOINT_NAME.fullmatch(name):
+        raise BadCheckpoint(f"{pointer} names {name!r}, not a step-<version> folder of {root}")
+    folder = root / name
+    if folder.is_symlink() or not folder.resolve().is_relative_to(root.resolve()):
+        raise BadCheckpoint(f"{folder} leads outside {root}")
     return folder if (folder / STATE_FILE).exists() else None
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, torch (and CUDA) RNG states."""
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    """Python, torch (and CUDA) RNG states, as tensors and plain values (loadable with
+    `weights_only`)."""
+    version, internal, gauss = random.getstate()
+    python = {
+        "version": version,
+        "state": torch.tensor(internal, dtype=torch.int64),
+        "gauss": gauss,
+    }
+    state: dict[str, Any] = {"python": python, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -495,7 +517,11 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what `rng_state` saved."""
-    random.setstate(state["python"])
+    python = state["python"]
+    if isinstance(python, tuple):  # written before the state was saved as a tensor
+        random.setstate(python)
+    else:
+        random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
