@@ -29,7 +29,17 @@ Composition = Literal[
     "no-prompt-diversity",
     "star",
     "fixed-length",
+    "released-random",
+    "released-no-reflection",
+    "released-0c",
+    "released-c",
+    "released-c-full",
+    "released-c-ic",
+    "released-cc",
+    "released-default",
 ]
+"""Trace assembly by name (`skillfactory.compose.VARIANTS`; a unit test keeps the two equal):
+Algorithm 1, its ablations/baselines, and the released code's formats (`released-*`)."""
 Baseline = Literal["skillfactory", "rl-only", "star", "distill"]
 LossType = Literal["token-mean", "sequence-mean", "dr-grpo"]
 Precision = Literal["auto", "bf16-mixed", "fp32", "bf16"]

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from skillfactory.compose import (
     DEFAULT_MAX_SAMPLES_PER_TRACE,
+    DEFAULT_REPEATS_PER_QUESTION,
     DEFAULT_VARIANT,
     VARIANTS,
     ComposeOptions,
@@ -101,13 +102,41 @@ def compose_command(
         str, typer.Option("--variant", help=f"one of: {', '.join(VARIANTS)}")
     ] = DEFAULT_VARIANT,
     max_samples_per_trace: Annotated[
-        int, typer.Option("--max-samples-per-trace", min=1, help="L_max of Algorithm 1")
+        int,
+        typer.Option(
+            "--max-samples-per-trace",
+            min=1,
+            help="L_max of Algorithm 1; the number of responses N of the released-* formats",
+        ),
     ] = DEFAULT_MAX_SAMPLES_PER_TRACE,
+    repeats_per_question: Annotated[
+        int,
+        typer.Option(
+            "--repeats-per-question",
+            min=1,
+            help="released-* formats: how many times each format is built per problem",
+        ),
+    ] = DEFAULT_REPEATS_PER_QUESTION,
+    distinct_prompt_variants: Annotated[
+        bool,
+        typer.Option(
+            "--distinct-prompt-variants",
+            help="released-* formats: the samples of a trace come from different solve prompts",
+        ),
+    ] = False,
+    vary_response_count: Annotated[
+        bool,
+        typer.Option(
+            "--vary-response-count",
+            help="released-* formats: N uniform in [2, L] per *C, *C*IC and *CC trace",
+        ),
+    ] = False,
     summary_path: Annotated[
         Path | None, typer.Option("--summary", help="also write the summary as JSON here")
     ] = None,
 ) -> None:
-    """Filter reflections by verdict and assemble silver traces (Algorithm 1) into SFT chats."""
+    """Filter reflections by verdict and assemble silver traces (Algorithm 1, an ablation or a
+    released format) into SFT chats."""
     console = Console(stderr=True)
     if variant not in VARIANTS:
         console.print(f"error: unknown --variant {variant!r}; allowed: {', '.join(VARIANTS)}")
@@ -115,7 +144,14 @@ def compose_command(
     if not input.is_file():
         console.print(f"error: --input {str(input)!r} is not a file")
         raise typer.Exit(INVALID_INPUT_EXIT)
-    options = ComposeOptions(variant, seed, max_samples_per_trace)
+    options = ComposeOptions(
+        variant,
+        seed,
+        max_samples_per_trace,
+        repeats_per_question,
+        distinct_prompt_variants,
+        vary_response_count,
+    )
     try:
         summary = compose_file(input, output, options, console).to_dict()
     except RecordError as error:

@@ -1,4 +1,5 @@
-"""Stage 1's trace composer: the verdict filter, Algorithm 1 and the named ablations.
+"""Stage 1's trace composer: the verdict filter, Algorithm 1, the named ablations and the
+released code's formats.
 
 Typical use::
 
@@ -8,6 +9,12 @@ Typical use::
 """
 
 from skillfactory.compose.composer import ComposeOptions, compose, compose_problem, compose_traces
+from skillfactory.compose.composition import (
+    DEFAULT_REPEATS_PER_QUESTION,
+    BuildParams,
+    Composition,
+    Variant,
+)
 from skillfactory.compose.pair import (
     ClassCounts,
     FilterCounts,
@@ -17,6 +24,14 @@ from skillfactory.compose.pair import (
     Sample,
     reflection_from_text,
     verdict_filter,
+)
+from skillfactory.compose.phrases import (
+    BACKTRACK_PHRASES,
+    CONFIRM_PHRASES,
+    ENDING_PHRASES,
+    GENERIC_GLUE,
+    GLUE_AFTER_CORRECT,
+    GLUE_AFTER_INCORRECT,
 )
 from skillfactory.compose.record import (
     ProblemSamples,
@@ -28,12 +43,16 @@ from skillfactory.compose.record import (
     parse_samples_record,
     sft_record,
 )
+from skillfactory.compose.released import (
+    DEFAULT_SET_VARIANT,
+    RELEASED_DEFAULT_SET,
+    RELEASED_FORMATS,
+    ReleasedFormat,
+    variant_name,
+)
 from skillfactory.compose.summary import ComposeSummary
 from skillfactory.compose.trace import (
     DEFAULT_MAX_SAMPLES_PER_TRACE,
-    ENDING_PHRASES,
-    GLUE_AFTER_CORRECT,
-    GLUE_AFTER_INCORRECT,
     Trace,
     assemble_traces,
     format_trace,
@@ -42,19 +61,25 @@ from skillfactory.compose.trace import (
 from skillfactory.compose.variants import (
     DEFAULT_VARIANT,
     VARIANTS,
-    Composition,
     UnknownVariantError,
-    Variant,
     get_variant,
 )
 
 __all__ = [
+    "BACKTRACK_PHRASES",
+    "CONFIRM_PHRASES",
     "DEFAULT_MAX_SAMPLES_PER_TRACE",
+    "DEFAULT_REPEATS_PER_QUESTION",
+    "DEFAULT_SET_VARIANT",
     "DEFAULT_VARIANT",
     "ENDING_PHRASES",
+    "GENERIC_GLUE",
     "GLUE_AFTER_CORRECT",
     "GLUE_AFTER_INCORRECT",
+    "RELEASED_DEFAULT_SET",
+    "RELEASED_FORMATS",
     "VARIANTS",
+    "BuildParams",
     "ClassCounts",
     "ComposeOptions",
     "ComposeSummary",
@@ -65,6 +90,7 @@ __all__ = [
     "ProblemSamples",
     "RecordError",
     "Reflection",
+    "ReleasedFormat",
     "Sample",
     "SampleGrader",
     "Trace",
@@ -83,5 +109,6 @@ __all__ = [
     "problem_rng",
     "reflection_from_text",
     "sft_record",
+    "variant_name",
     "verdict_filter",
 ]

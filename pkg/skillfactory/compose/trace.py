@@ -26,36 +26,30 @@ from dataclasses import dataclass
 from typing import Literal
 
 from skillfactory.compose.pair import Pair
+from skillfactory.compose.phrases import (
+    BACKTRACK_PHRASES,
+    CONFIRM_PHRASES,
+    ENDING_PHRASES,
+    GENERIC_GLUE,
+    GLUE_AFTER_CORRECT,
+    GLUE_AFTER_INCORRECT,
+)
 
 TraceStyle = Literal["reflect", "samples", "raw"]
 """How a trace is written: samples with reflections (the method), samples only, or the single
 sample's own text with no trace structure (STaR)."""
 
+GlueStyle = Literal["matched", "matched-or-generic", "generic"]
+"""Where the phrase before each sample after the first comes from: the class matched to whether
+the sample before was correct (the method), that class or the generic one (the released formats
+with reflections), or the generic class only (the released `no_reflection`)."""
+
+EndingStyle = Literal["plain", "backtrack", "confirm"]
+"""What follows `</think>` before the ending phrase: nothing, a backtrack phrase and an earlier
+correct sample restated (released `*C*IC`), or a confirmation phrase (released `*CC`)."""
+
 DEFAULT_MAX_SAMPLES_PER_TRACE = 5
 """L_max of Algorithm 1 (the paper's value)."""
-
-GLUE_AFTER_INCORRECT: tuple[str, ...] = (
-    "Let me try again.",
-    "That does not work. Let me try a different approach.",
-    "I made a mistake somewhere. Let me solve it again from the start.",
-    "Let me rethink this and try once more.",
-)
-"""Phrases that open a new sample after one the reflection judged incorrect."""
-
-GLUE_AFTER_CORRECT: tuple[str, ...] = (
-    "Let me double-check with another approach.",
-    "Let me verify this by solving it a second way.",
-    "To be sure, let me work it out once more.",
-    "Let me confirm this with another attempt.",
-)
-"""Phrases that open a new sample after one the reflection judged correct."""
-
-ENDING_PHRASES: tuple[str, ...] = (
-    "So the final answer is:",
-    "Therefore, the final answer is:",
-    "The final answer is:",
-)
-"""Phrases between `</think>` and the final `<answer>`."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +58,16 @@ class Trace:
 
     pairs: tuple[Pair, ...]
     style: TraceStyle = "reflect"
+    glue: GlueStyle = "matched"
+    ending: EndingStyle = "plain"
+    restated: Pair | None = None
+    """The earlier correct pair a `backtrack` ending restates after `</think>` and answers with."""
+    variant: str | None = None
+    """The variant that built this trace when a set of variants built the problem's traces."""
+
+    def __post_init__(self) -> None:
+        if (self.ending == "backtrack") != (self.restated is not None):
+            raise ValueError("a backtrack ending, and only it, restates an earlier pair")
 
     @property
     def n_correct(self) -> int:
@@ -77,8 +81,8 @@ class Trace:
 
     @property
     def final_answer(self) -> str:
-        """The answer of the last sample, which the trace states after `</think>`."""
-        return self.pairs[-1].answer
+        """The answer the trace states after `</think>`: the restated pair's, else the last's."""
+        return (self.restated or self.pairs[-1]).answer
 
 
 def problem_rng(seed: int, problem_id: str, purpose: str = "draw") -> random.Random:
@@ -175,13 +179,26 @@ def _reflect_block(pair: Pair) -> str:
     return f"<reflect>\n{pair.critique}\n</reflect>"
 
 
-def glue_phrase(previous_correct: bool, rng: random.Random) -> str:
-    """A phrase that opens the next sample, matched to whether the previous one was right."""
-    return rng.choice(GLUE_AFTER_CORRECT if previous_correct else GLUE_AFTER_INCORRECT)
+def glue_phrase(previous_correct: bool, rng: random.Random, style: GlueStyle = "matched") -> str:
+    """A phrase that opens the next sample, from the class(es) `style` picks for the previous one."""
+    if style == "generic":
+        return rng.choice(GENERIC_GLUE)
+    matched = GLUE_AFTER_CORRECT if previous_correct else GLUE_AFTER_INCORRECT
+    return rng.choice(matched + GENERIC_GLUE if style == "matched-or-generic" else matched)
+
+
+def closing_text(trace: Trace, rng: random.Random) -> str:
+    """What stands between `</think>` and the final `<answer>` (see `EndingStyle`)."""
+    ending = rng.choice(ENDING_PHRASES)
+    if trace.restated is not None:
+        return "\n".join((rng.choice(BACKTRACK_PHRASES), trace.restated.body, ending))
+    if trace.ending == "confirm":
+        return f"{rng.choice(CONFIRM_PHRASES)}\n{ending}"
+    return ending
 
 
 def format_trace(trace: Trace, rng: random.Random) -> str:
-    """The assistant text of a trace: `<think>`, samples (and reflections), ending, `<answer>`.
+    """The assistant text of a trace: `<think>`, samples (and reflections), closing, `<answer>`.
 
     A `raw` trace is its single sample's text as the model wrote it (cut after its answer).
     """
@@ -194,10 +211,10 @@ def format_trace(trace: Trace, rng: random.Random) -> str:
     lines = ["<think>"]
     for position, pair in enumerate(trace.pairs):
         if position > 0:
-            lines.append(glue_phrase(trace.pairs[position - 1].correct, rng))
+            lines.append(glue_phrase(trace.pairs[position - 1].correct, rng, trace.glue))
         lines.append(_sample_block(pair))
         if trace.style == "reflect":
             lines.append(_reflect_block(pair))
     lines.append("</think>")
-    ending = rng.choice(ENDING_PHRASES)
-    return "\n".join(lines) + f"\n\n{ending}\n\n<answer>{trace.final_answer}</answer>"
+    closing = closing_text(trace, rng)
+    return "\n".join(lines) + f"\n\n{closing}\n\n<answer>{trace.final_answer}</answer>"

@@ -11,15 +11,20 @@
 
 `no-reflection` and `star` show no reflection, so they do not depend on the verdict filter: each
 usable sample is one unit. Every variant leaves out samples without an answer.
+
+The released SkillFactory code's formats are variants too: `released-0c`, `released-c`,
+`released-c-full`, `released-c-ic`, `released-cc`, `released-random`, `released-no-reflection` and
+the released default set `released-default` (see `skillfactory.compose.released`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
+from skillfactory.compose.composition import BuildParams, Composition, Variant
 from skillfactory.compose.pair import FilterCounts, Pair, Sample, bare_pairs, verdict_filter
+from skillfactory.compose.released import released_variants
 from skillfactory.compose.trace import (
     Trace,
     assemble_traces,
@@ -30,63 +35,49 @@ from skillfactory.compose.trace import (
 from skillfactory.prompts import DEFAULT_SOLVE_VARIANT
 
 
-@dataclass(frozen=True)
-class Composition:
-    """A problem's traces under one variant, and the verdict-filter counts behind them."""
-
-    traces: list[Trace]
-    counts: FilterCounts
-
-
-Builder = Callable[[Sequence[Sample], random.Random, int], Composition]
-"""Builds a problem's traces from its graded samples, a seeded generator and L_max."""
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A named way to turn graded samples into traces."""
-
-    name: str
-    description: str
-    build: Builder
-
-
 def _samples_only_counts(unusable: int) -> FilterCounts:
     counts = FilterCounts()
     counts.unusable_samples = unusable
     return counts
 
 
-def build_skillfactory(samples: Sequence[Sample], rng: random.Random, max_len: int) -> Composition:
+def build_skillfactory(
+    samples: Sequence[Sample], rng: random.Random, params: BuildParams
+) -> Composition:
     """The method: verdict filter, then Algorithm 1 with reflections shown."""
     kept = verdict_filter(samples)
-    return Composition(assemble_traces(kept.pairs, rng, max_len), kept.counts)
+    return Composition(assemble_traces(kept.pairs, rng, params.max_samples_per_trace), kept.counts)
 
 
 def build_no_sample_order(
-    samples: Sequence[Sample], rng: random.Random, max_len: int
+    samples: Sequence[Sample], rng: random.Random, params: BuildParams
 ) -> Composition:
     """Algorithm 1's draws with the whole trace shuffled (last not forced correct)."""
     kept = verdict_filter(samples)
-    return Composition(assemble_traces(kept.pairs, rng, max_len, keep_order=False), kept.counts)
+    return Composition(
+        assemble_traces(kept.pairs, rng, params.max_samples_per_trace, keep_order=False),
+        kept.counts,
+    )
 
 
-def build_no_reflection(samples: Sequence[Sample], rng: random.Random, max_len: int) -> Composition:
+def build_no_reflection(
+    samples: Sequence[Sample], rng: random.Random, params: BuildParams
+) -> Composition:
     """Algorithm 1 over usable samples, one unit each, written without reflections."""
     pairs, unusable = bare_pairs(samples)
-    traces = assemble_traces(pairs, rng, max_len, style="samples")
+    traces = assemble_traces(pairs, rng, params.max_samples_per_trace, style="samples")
     return Composition(traces, _samples_only_counts(unusable))
 
 
 def build_no_prompt_diversity(
-    samples: Sequence[Sample], rng: random.Random, max_len: int
+    samples: Sequence[Sample], rng: random.Random, params: BuildParams
 ) -> Composition:
     """The method restricted to samples of the plain solve variant."""
     plain = [sample for sample in samples if sample.prompt_variant == DEFAULT_SOLVE_VARIANT]
-    return build_skillfactory(plain, rng, max_len)
+    return build_skillfactory(plain, rng, params)
 
 
-def build_star(samples: Sequence[Sample], rng: random.Random, max_len: int) -> Composition:
+def build_star(samples: Sequence[Sample], rng: random.Random, params: BuildParams) -> Composition:
     """STaR: each usable correct sample alone, as the model wrote it; no reflection, no ordering."""
     pairs, unusable = bare_pairs(samples)
     traces = [Trace((pair,), style="raw") for pair in pairs if pair.correct]
@@ -126,10 +117,14 @@ def fixed_length_traces(pairs: Sequence[Pair], rng: random.Random, max_len: int)
     return traces
 
 
-def build_fixed_length(samples: Sequence[Sample], rng: random.Random, max_len: int) -> Composition:
+def build_fixed_length(
+    samples: Sequence[Sample], rng: random.Random, params: BuildParams
+) -> Composition:
     """Verdict filter, then one trace of each length 1…L."""
     kept = verdict_filter(samples)
-    return Composition(fixed_length_traces(kept.pairs, rng, max_len), kept.counts)
+    return Composition(
+        fixed_length_traces(kept.pairs, rng, params.max_samples_per_trace), kept.counts
+    )
 
 
 VARIANTS: dict[str, Variant] = {
@@ -145,6 +140,7 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant("star", "one correct sample per trace (STaR)", build_star),
         Variant("fixed-length", "one trace per length 1..L", build_fixed_length),
+        *released_variants(),
     )
 }
 """Every variant by name; `skillfactory` is the default."""

@@ -6,10 +6,20 @@ import json
 import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from skillfactory.parsing import count_reflections, extract_answer
+import pytest
+
+from skillfactory.compose import VARIANTS
+from skillfactory.parsing import (
+    count_reflections,
+    extract_answer,
+    find_blocks,
+    parse_verdict,
+    think_and_after,
+)
 from skillfactory.prompts import SOLVE_VARIANTS
 from skillfactory.tasks import get_task
 
@@ -111,3 +121,85 @@ def test_unknown_variant_is_rejected_with_the_allowed_names(tmp_path: Path) -> N
                       str(tmp_path / "o.jsonl"), "--seed", "0", "--variant", "bogus")  # fmt: skip
     assert result.returncode == 2
     assert "no-sample-order" in result.stderr
+
+
+RELEASED = sorted(name for name in VARIANTS if name.startswith("released-"))
+LAST_SAMPLE_CORRECT = {
+    "released-0c": True,
+    "released-c": True,
+    "released-c-full": True,
+    "released-c-ic": False,
+    "released-cc": True,
+    "released-no-reflection": True,
+    "released-random": None,  # either
+}
+"""What each released format ends on."""
+DEFAULT_SET = {"released-0c", "released-c", "released-c-ic", "released-cc"}
+
+
+def _compose_released(tmp_path: Path, variant: str, *flags: str) -> list[dict[str, Any]]:
+    out = tmp_path / f"{variant}.jsonl"
+    result = _compose("--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--seed", "2",
+                      "--variant", variant, "--max-samples-per-trace", "3", *flags)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("variant", RELEASED)
+def test_compose_builds_each_released_format(tmp_path: Path, variant: str) -> None:
+    records = write_samples(tmp_path / "in.jsonl")
+    products = {r["id"]: str(r["a"] * r["b"]) for r in records}
+    chats = _compose_released(tmp_path, variant, "--repeats-per-question", "2")
+    assert chats
+    for chat in chats:
+        meta, text = chat["meta"], chat["messages"][1]["content"]
+        built_by = meta["variant"]
+        assert built_by in (DEFAULT_SET if variant == "released-default" else {variant})
+        think, _ = think_and_after(text)
+        assert think is not None
+        samples = find_blocks(think, "sample")
+        assert len(samples) == meta["n_samples"] <= 3
+        last_correct = extract_answer(samples[-1].text) == products[meta["problem_id"]]
+        assert meta["ends_correct"] == last_correct
+        if LAST_SAMPLE_CORRECT[built_by] is not None:
+            assert last_correct is LAST_SAMPLE_CORRECT[built_by]
+            assert extract_answer(text) == products[meta["problem_id"]]
+        shown = 0 if built_by == "released-no-reflection" else meta["n_samples"]
+        assert count_reflections(text) == shown
+
+
+def _usable(record: dict[str, Any]) -> tuple[int, int]:
+    """(correct, incorrect) samples of a problem with a reflection whose verdict is right."""
+    product = str(record["a"] * record["b"])
+    counts = [0, 0]
+    for sample in record["samples"]:
+        correct = extract_answer(sample["text"]) == product
+        verdicts = [parse_verdict(r["text"]) for r in sample["reflections"]]
+        if correct in verdicts:
+            counts[correct] += 1
+    return counts[1], counts[0]
+
+
+def test_the_released_default_set_counts_per_format_and_problem(tmp_path: Path) -> None:
+    records = write_samples(tmp_path / "in.jsonl", n_problems=8)
+    chats = _compose_released(tmp_path, "released-default", "--repeats-per-question", "2")
+    found = Counter((chat["meta"]["problem_id"], chat["meta"]["variant"]) for chat in chats)
+    expected: Counter[tuple[str, str]] = Counter()
+    for record in records:
+        correct, incorrect = _usable(record)
+        if correct == 0 or correct + incorrect < 3:
+            continue
+        formats = ["released-0c", "released-c"]
+        formats += ["released-c-ic"] * (incorrect > 0) + ["released-cc"] * (correct >= 2)
+        expected.update({(record["id"], name): 2 for name in formats})
+    assert expected, "the input must let some problems take part"
+    assert found == expected
+
+
+def test_distinct_prompt_variants_is_a_flag(tmp_path: Path) -> None:
+    write_samples(tmp_path / "in.jsonl")
+    chats = _compose_released(tmp_path, "released-c", "--distinct-prompt-variants")
+    assert chats
+    for chat in chats:
+        variants = chat["meta"]["prompt_variants"]
+        assert len(variants) == 3 and len(set(variants)) == 3

@@ -52,6 +52,14 @@ def test_every_variant_is_registered() -> None:
         "no-prompt-diversity",
         "star",
         "fixed-length",
+        "released-random",
+        "released-no-reflection",
+        "released-0c",
+        "released-c",
+        "released-c-full",
+        "released-c-ic",
+        "released-cc",
+        "released-default",
     }
     with pytest.raises(UnknownVariantError, match="allowed: skillfactory"):
         get_variant("nope")
