@@ -1,7 +1,9 @@
 """The task registry: every task of the method by its full name, e.g. `get_task("countdown-4")`.
 
 Generated tasks (countdown, multiplication, letter-countdown, acronym) are seeded generators;
-dataset tasks (gsm8k, csqa, math500) read packaged offline data by default.
+dataset tasks (gsm8k, csqa, math500) read packaged offline data by default. `countdown-N` grades
+every given number used exactly once; `countdown-subset-N` is the same task graded at most once
+per number (see `skillfactory.tasks.countdown`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from skillfactory.tasks.multiplication import MultiplicationTask
 def _factories() -> dict[str, Callable[[], Task]]:
     factories: dict[str, Callable[[], Task]] = {}
     for size in (3, 4, 5, 6):
-        factories[f"countdown-{size}"] = partial(CountdownTask, size)
+        factories[f"countdown-{size}"] = partial(CountdownTask, size, "exactly-once")
+    for size in (3, 4, 5, 6):
+        factories[f"countdown-subset-{size}"] = partial(CountdownTask, size, "at-most-once")
     for digits in (1, 2, 3, 4, 5):
         factories[f"multiplication-{digits}"] = partial(MultiplicationTask, digits)
     for length in (4, 5):

@@ -5,6 +5,10 @@ A step's operands are given numbers or results of earlier steps; each given numb
 once overall, and each result may be used once for every time a step produced it. Results are
 spent before given numbers of the same value, which never loses a valid reading (a given number can
 stand in anywhere a result can, not the other way round). The last result is the answer's value.
+
+Besides the value, the evaluation counts what the steps leave unused: given numbers no step read,
+and results of earlier steps no later step read (a fractional result always counts: operands are
+integers, so no step can read one). Exactly-once grading requires that count to be zero.
 """
 
 from __future__ import annotations
@@ -55,23 +59,29 @@ def stated_result(text: str) -> Value:
     denominator = int(match.group(2))
     if denominator == 0:
         raise ExpressionError("division by zero")
-    return Fraction(numerator, denominator)
+    value = Fraction(numerator, denominator)
+    return value.numerator if value.denominator == 1 else value
 
 
-def evaluate_steps(answer: str, numbers: dict[int, int]) -> Value:
-    """The result of the last step, after checking every step; raises `ExpressionError`.
+def evaluate_steps(answer: str, numbers: dict[int, int]) -> tuple[Value, int]:
+    """The result of the last step, after checking every step, and how many given numbers and
+    earlier results the steps leave unused; raises `ExpressionError`.
 
     `numbers` maps each given number to how often it is given; it is not modified.
     """
     budget = dict(numbers)
+    unreadable = 0
     result: Value = 0
-    for step in split_steps(answer):
+    for number, step in enumerate(split_steps(answer)):
+        if number > 0:  # the previous result becomes an operand for the steps after it
+            if type(result) is int:
+                budget[result] = budget.get(result, 0) + 1
+            else:
+                unreadable += 1
         expression, equals, rest = step.partition("=")
         if not equals:
             raise ExpressionError("step without '='")
         result = stated_result(rest)
         if evaluate(expression, budget) != result:
             raise ExpressionError(f"wrong step result {result}")
-        if type(result) is int:
-            budget[result] = budget.get(result, 0) + 1
-    return result
+    return result, sum(budget.values()) + unreadable

@@ -1,4 +1,5 @@
-"""The countdown grader: exact arithmetic, the step format, and hostile answers graded wrong fast."""
+"""The countdown grader: exact arithmetic, the step format, exactly-once by default and
+at-most-once as `countdown-subset-N`, and hostile answers graded wrong fast."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from skillfactory.tasks import CountdownTask, Problem, get_task, grade
 from skillfactory.tasks.countdown_expression import ExpressionError, evaluate
 
 TASK = CountdownTask(4)
+SUBSET = CountdownTask(4, "at-most-once")
 
 
 def problem(numbers: list[int], target: int) -> Problem:
@@ -58,7 +60,7 @@ def test_wrong_expressions_are_rejected(answer: str) -> None:
 
 def test_exact_rational_arithmetic() -> None:
     # 8 / 3 * 3 is exactly 8, and float rounding must not matter
-    assert TASK.check(problem([8, 3, 3, 1], 8), "8 / 3 * 3")
+    assert TASK.check(problem([8, 3, 3, 1], 8), "8 / 3 * 3 * 1")
     assert TASK.check(problem([1, 3, 3, 10], 10), "(1 / 3 + 1 / 3 * 2) * 10") is False  # 1 reused
     assert TASK.check(problem([1, 3, 2, 10], 10), "(1 / 3 + 2 / 3) * 10") is False  # 3 reused
     assert TASK.check(problem([1, 3, 3, 2, 10], 10), "(1 / 3 + 2 / 3) * 10")
@@ -75,12 +77,13 @@ STEPS_OK = [
     ("Step 1: 25 - 5 = 20\nStep 2: 20 * 4 = 80\nStep 3: 80 + 3 = 83", P),
     ("step 1: 25 - 5 = 20; Step 2: 20 * 4 = 80 Step 3: 80 + 3 = 83.", P),
     ("Step 1: 25 − 5 = 20\nStep 2: 20 × 4 = 80\nStep 3: 3 + 80 = 83", P),
-    ("Step 1: 5 + 3 = 8\nStep 2: 8 * 3 = 24", problem([5, 3, 3, 7], 24)),
+    ("Step 1: 5 + 3 = 8\nStep 2: 8 * 3 = 24", problem([5, 3, 3], 24)),
     # a result with the value of a given number: both the 8 given and the 8 made are used
     ("Step 1: 5 + 3 = 8\nStep 2: 8 * 8 = 64", problem([8, 5, 3], 64)),
-    # a fractional result is fine when stated exactly; a step may hold a whole expression
-    ("Step 1: 7 / 2 = 7/2\nStep 2: 4 * (7 / 2) = 14", problem([7, 2, 4, 7, 2], 14)),
+    # a step may hold a whole expression, with fractions inside it
     ("Step 1: 4 * (7 / 2) = 14", problem([7, 2, 4], 14)),
+    # a result stated as a fraction that is a whole number can be used later
+    ("Step 1: 7 * 4 = 56/2\nStep 2: 28 + 2 = 30", problem([7, 4, 2], 30)),
 ]
 
 
@@ -108,6 +111,50 @@ STEPS_WRONG = [
 @pytest.mark.parametrize("answer", STEPS_WRONG)
 def test_wrong_steps_are_rejected(answer: str) -> None:
     assert not TASK.check(P, answer)
+    assert not SUBSET.check(P, answer)
+
+
+LEAVES_SOMETHING_UNUSED = [
+    ("(25 - 5) * 4", problem([25, 5, 4, 3], 80)),  # 3 unused
+    ("(25 - 5) * 4 = 80", problem([25, 5, 4, 3], 80)),
+    ("4 * 20", problem([20, 4, 4], 80)),  # one of the two 4s unused
+    ("Step 1: 25 - 5 = 20\nStep 2: 20 * 4 = 80", problem([25, 5, 4, 3], 80)),  # 3 unused
+    ("Step 1: 5 + 3 = 8\nStep 2: 8 * 3 = 24", problem([5, 3, 3, 7], 24)),  # 7 unused
+    # every given number is read, but step 1's result never reaches the answer
+    ("Step 1: 3 - 2 = 1\nStep 2: 25 - 5 = 20\nStep 3: 20 * 4 = 80", problem([25, 5, 4, 3, 2], 80)),
+    # a fractional result no later step can read (operands are integers)
+    ("Step 1: 7 / 2 = 7/2\nStep 2: 4 * (7 / 2) = 14", problem([7, 2, 4, 7, 2], 14)),
+]
+
+
+@pytest.mark.parametrize(("answer", "case"), LEAVES_SOMETHING_UNUSED)
+def test_leaving_a_number_unused_is_wrong_by_default_and_right_at_most_once(
+    answer: str, case: Problem
+) -> None:
+    assert not TASK.check(case, answer)
+    assert SUBSET.check(case, answer)
+
+
+def test_at_most_once_still_rejects_reuse_and_wrong_values() -> None:
+    assert not SUBSET.check(P, "(25 - 5) * 4 + 3 - 3 + 3")  # 3 used three times
+    assert not SUBSET.check(P, "(25 - 5) * 4")  # 80, not 83
+    assert not SUBSET.check(P, "(25 - 5) * 4 + 3 + 0")  # 0 not given
+    assert SUBSET.check(P, "(25 - 5) * 4 + 3")
+
+
+def test_the_two_rules_are_two_task_names_over_the_same_problems() -> None:
+    exact, subset = get_task("countdown-4"), get_task("countdown-subset-4")
+    assert (exact.name, subset.name) == ("countdown-4", "countdown-subset-4")
+    for left, right in zip(exact.problems(20, seed=2), subset.problems(20, seed=2), strict=True):
+        assert left.data == right.data and left.answer == right.answer
+        assert (left.task, right.task) == ("countdown-4", "countdown-subset-4")
+        assert "exactly once" in left.question and "at most once" in right.question
+        numbers = left.data["numbers"]
+        unused_one = f"<answer>{' + '.join(str(n) for n in numbers[:-1])}</answer>"
+        target_of_prefix = sum(numbers[:-1])
+        moved = Problem(left.id, left.task, "q", "", {**left.data, "target": target_of_prefix})
+        assert not grade(exact, moved, unused_one).correct
+        assert grade(subset, moved, unused_one).correct
 
 
 HOSTILE = [
@@ -189,7 +236,9 @@ def test_parser_rejects_with_expression_error() -> None:
         evaluate("1 / 0", {1: 1, 0: 1})
 
 
-@pytest.mark.parametrize("name", ["countdown-3", "countdown-4", "countdown-5", "countdown-6"])
+@pytest.mark.parametrize(
+    "name", [f"countdown{rule}-{n}" for rule in ("", "-subset") for n in (3, 4, 5, 6)]
+)
 def test_generator_emits_only_solvable_problems(name: str) -> None:
     task = get_task(name)
     size = int(name.rsplit("-", 1)[1])

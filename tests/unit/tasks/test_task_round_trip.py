@@ -11,6 +11,7 @@ from skillfactory.tasks import TASK_NAMES, Problem, UnknownTaskError, get_task, 
 GENERATED = [name for name in TASK_NAMES if name not in ("gsm8k", "csqa", "math500")]
 EXPECTED_NAMES = {
     *(f"countdown-{n}" for n in (3, 4, 5, 6)),
+    *(f"countdown-subset-{n}" for n in (3, 4, 5, 6)),
     *(f"multiplication-{d}" for d in (1, 2, 3, 4, 5)),
     "letter-countdown-4",
     "letter-countdown-5",
@@ -43,7 +44,7 @@ def wrong_answers(problem: Problem) -> list[str]:
     """Answers that must be graded wrong for this problem."""
     family = problem.task.rsplit("-", 1)[0] if problem.task[-1].isdigit() else problem.task
     answer = problem.answer
-    if family == "countdown":
+    if family in ("countdown", "countdown-subset"):
         return [f"{answer} + 1000", f"({answer}) * 2", "1 + 1", answer.replace(" ", "", 1) + "0"]
     if family == "multiplication":
         return [str(int(answer) + 1), str(int(answer) * 10), f"{answer}.5", f"{answer} apples"]
