@@ -352,7 +352,11 @@ class RunSpec(Spec):
     seed: int = 0
     """Seed of every random choice unless a stage sets its own."""
     output_dir: str = "runs"
-    """Folder under which the run writes its data, checkpoints and reports."""
+    """Folder under which the run writes its data, checkpoints and reports (in the learner
+    service: inside its data root, and the run writes to `<output_dir>/<run id>/<name>`)."""
+    reuse_from: str | None = None
+    """Run folder of an earlier run of this spec's kind whose finished stages (data, sft, grpo)
+    this run takes over instead of running them again; None runs every stage itself."""
     stages: list[Stage] = Field(default_factory=lambda: list(STAGES))
     """Stages to run, in order."""
     baseline: Baseline = "skillfactory"

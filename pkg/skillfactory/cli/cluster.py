@@ -55,6 +55,12 @@ def up(
             "text a function of prompt and seed, no model)."
         ),
     ] = "transformers",
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run specs' output_dir must lie inside this folder; default: this directory."
+        ),
+    ] = None,
     max_samplers: Annotated[
         int,
         typer.Option(
@@ -94,6 +100,7 @@ def up(
         engine=engine,
         gpus=gpus,
         max_samplers=max_samplers,
+        data_root=str((data_root or Path.cwd()).resolve()),
         tasks_per_replica=tasks_per_replica,
         scale_down_cooldown_s=scale_down_cooldown_s,
     )

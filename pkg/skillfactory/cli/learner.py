@@ -35,6 +35,7 @@ from skillfactory.cli.options import (
 )
 from skillfactory.cluster.local import ClusterError, ClusterState, cluster_dir
 from skillfactory.contracts.runspec_proto import run_spec_to_proto
+from skillfactory.models.registry import cache_root
 from skillfactory.queue import open_queue
 from skillfactory.rollout.scaling import Autoscaler, DeploymentScale, ScalingPolicy, backlog
 from skillfactory.runspec import RedisQueueSpec
@@ -87,6 +88,21 @@ def serve_learner(
         str,
         typer.Option(help="Composer service HOST:PORT for stage 1's traces (with --redis-url)."),
     ] = "",
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run specs' output_dir must lie inside this folder (relative ones land in it); "
+            "default: the working directory."
+        ),
+    ] = None,
+    model_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="A folder models may be loaded from besides the data root (repeat)."),
+    ] = None,
+    dataset_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="A folder SFT datasets may be read from besides the data root (repeat)."),
+    ] = None,
     autoscale_deployment: Annotated[
         str,
         typer.Option(
@@ -116,6 +132,7 @@ def serve_learner(
     # heavy: torch and grpc, loaded only when serving
     from skillfactory.serving.composer_client import ComposerClient
     from skillfactory.serving.learner_api import setup_learner_server
+    from skillfactory.serving.run_policy import RunPolicy
     from skillfactory.stages.rollouts import Cluster
     from skillfactory.train.follower import follow
     from skillfactory.train.ranks import join_ranks
@@ -140,13 +157,20 @@ def serve_learner(
             compose=composer_client.compose if composer_client is not None else None,
         )
     try:
-        server = setup_learner_server(serving, state_dir, cluster=cluster, ranks=ranks)
+        policy = RunPolicy(
+            data_root or Path.cwd(),
+            model_roots=tuple(model_root or ()) + (cache_root(),),
+            dataset_roots=tuple(dataset_root or ()),
+        )
+        server = setup_learner_server(
+            serving, state_dir, cluster=cluster, ranks=ranks, policy=policy
+        )
     except (ValueError, OSError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_INVALID) from None
     stop_scaling = threading.Event()
     if autoscale_deployment and cluster is not None:
-        policy = ScalingPolicy(
+        scaling = ScalingPolicy(
             min_replicas=min_rollouts,
             max_replicas=max_rollouts,
             tasks_per_replica=tasks_per_replica,
@@ -155,7 +179,7 @@ def serve_learner(
         )
         scaled = DeploymentScale(autoscale_deployment, autoscale_namespace)
         backlog_queue = open_queue(cluster.queue)
-        Autoscaler(policy, scaled, lambda: backlog(backlog_queue)).start(stop_scaling)
+        Autoscaler(scaling, scaled, lambda: backlog(backlog_queue)).start(stop_scaling)
     try:
         serve_until_signal(server, "learner", state_dir=str(state_dir))
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -83,6 +84,13 @@ def serve_rollout(
     ] = 1,
     claim_idle_ms: ClaimIdleOption = 60_000,
     stream_prefix: StreamPrefixOption = "skillfactory",
+    model_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A folder rollout tasks may name models and weight stores in (repeat); hub ids "
+            "and short names always pass. Default: the working directory and the model cache."
+        ),
+    ] = None,
     simulated_token_delay_ms: SimulatedDelayOption = 0.0,
     engine: EngineOption = "transformers",
     device: DeviceOption = "auto",
@@ -130,7 +138,12 @@ def serve_rollout(
         client = RewardClient(reward, token=serving.token) if reward else None
         score: GroupScorer = client if client is not None else local_scorer()
         config = SamplerConfig(
-            queue, workers=samplers, tasks_per_call=tasks_per_call, seed=seed, generators=generators
+            queue,
+            workers=samplers,
+            tasks_per_call=tasks_per_call,
+            seed=seed,
+            generators=generators,
+            model_roots=tuple(model_root or ()),
         )
         pool = SamplerPool(
             config,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from skillfactory.files import write_json_atomically
+from skillfactory.models.registry import cache_root
 from skillfactory.queue.redis_server import RedisServer, free_port
 from skillfactory.rollout.scaling import Autoscaler, ScalingPolicy, backlog
 
@@ -82,6 +83,9 @@ class ClusterConfig:
     gpus: int | None = None
     """GPUs of this machine to spread the processes over (None: as many as `nvidia-smi -L` lists;
     0: none, every process on the CPU)."""
+    data_root: str = ""
+    """Folder run specs' output_dir must lie inside (the learner's --data-root); '' means the
+    folder `skillfactory up` ran in."""
     max_samplers: int = 0
     """Above `samplers`: the supervisor scales the rollout services between `samplers` and this
     with the backlog (`skillfactory.rollout.scaling`); 0 keeps `samplers` fixed."""
@@ -243,6 +247,8 @@ class Supervisor:
                     "serve",
                     "--state-dir",
                     str(self.dir / "learner"),
+                    "--data-root",
+                    self.config.data_root or os.getcwd(),
                     "--weights-dir",
                     str(self.dir / "weights"),
                     "--composer",
@@ -272,6 +278,8 @@ class Supervisor:
         name = f"rollout-{index}"
         command = [*args["cli"], "serve", "rollout", *model, *args["queue"]]
         command += ["--reward", f"127.0.0.1:{args['reward']}", "--samplers", "1", *args["common"]]
+        for root in (self.config.data_root or os.getcwd(), str(self.dir), str(cache_root())):
+            command += ["--model-root", root]
         return ServiceSpec(name, command, free_port(), free_port(), self.devices.get(name))
 
     def rollouts(self) -> list[ServiceSpec]:
@@ -413,6 +421,7 @@ class Supervisor:
                 process = self.children.get(service.name)
                 if process is not None and process.poll() is not None:
                     self.state.processes[service.name].restarts += 1
+                    self.state.save(self.dir)  # counted as soon as seen, not once it is back
                     try:
                         self.spawn(service)
                     except ClusterError as error:
@@ -472,6 +481,8 @@ def up(config: ClusterConfig, timeout_s: float = 600.0) -> ClusterState:
     if running_supervisor(folder) is not None:
         raise ClusterError(f"a cluster is already running in {folder} (`skillfactory down` first)")
     (folder / STATE_FILE).unlink(missing_ok=True)
+    if not config.data_root:
+        config.data_root = os.getcwd()
     (folder / CONFIG_FILE).write_text(config.to_json() + "\n")
     args = [sys.executable, "-m", "skillfactory.cluster.supervise", str(folder / CONFIG_FILE)]
     log = (folder / "supervisor.log").open("ab")

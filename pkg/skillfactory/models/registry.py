@@ -18,6 +18,7 @@ import importlib.util
 import os
 import re
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -122,6 +123,30 @@ def resolve_model(name_or_path: str | Path, *, prepare: bool = True) -> str:
         f"{text!r} is neither a local folder, a registered short name ({known}) nor a hub id "
         "like owner/name."
     )
+
+
+def is_model_name(text: str) -> bool:
+    """A registered short name or a hub id (`owner/name`), as opposed to a folder."""
+    name = text.strip()
+    return registered(name) is not None or (
+        HUB_ID.match(name) is not None and not Path(name).is_absolute()
+    )
+
+
+def within(path: str | Path, roots: Sequence[Path]) -> bool:
+    """Whether `path`, symlinks and `..` resolved, lies in one of `roots` (resolved too)."""
+    resolved = Path(os.path.realpath(path))
+    for root in roots:
+        base = Path(os.path.realpath(root))
+        if resolved == base or resolved.is_relative_to(base):
+            return True
+    return False
+
+
+def model_allowed(roots: Sequence[Path]) -> Callable[[str], bool]:
+    """Whether another process may make this one load `uri`: a model name, or a folder inside
+    `roots`."""
+    return lambda uri: is_model_name(uri) or within(uri, roots)
 
 
 def shared_model_uri(model: str | Path) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 
 FIELD = b"p"
 RETRIES = 40
+SOCKET_TIMEOUT_S = 30.0
+"""Longest a Redis command may take to answer."""
+CONNECT_TIMEOUT_S = 10.0
+BLOCK_SLICE_S = 20.0
+"""Longest one blocking read waits (below the socket timeout); longer waits loop."""
 """Retries of a command while Redis is unreachable or loading (backoff capped at 1 s: ~35 s)."""
 """The stream field that holds the payload."""
 
@@ -76,23 +82,32 @@ class RedisStreamsQueue:
         max_len: int = 100_000,
         claim_idle_s: float = 60.0,
         client: redis.Redis | None = None,
+        socket_timeout_s: float = SOCKET_TIMEOUT_S,
     ) -> None:
-        # No socket timeout: a get with block_s=None waits on the socket for ever. Commands are
+        # Connect and socket timeouts bound every command (a host that accepts and never
+        # answers cannot wedge a caller): a blocking read waits in slices shorter than the socket
+        # timeout (`get`). Commands are
         # retried for about `RETRY_SECONDS` while Redis restarts (a retried XADD may add an entry
         # twice: consumers drop duplicates, see the learner's and samplers' notes).
         self.client: redis.Redis = client or redis.Redis.from_url(
             url,
             password=password,
-            socket_timeout=None,
-            socket_connect_timeout=10,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
             protocol=2,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
-            retry_on_error=[
-                redis.exceptions.ConnectionError,
-                redis.exceptions.TimeoutError,
-                redis.exceptions.BusyLoadingError,
-            ],
+            retry=Retry(
+                ExponentialBackoff(cap=1.0, base=0.05),
+                RETRIES,
+                supported_errors=(
+                    redis.exceptions.ConnectionError,
+                    redis.exceptions.BusyLoadingError,
+                ),
+            ),
+            # A restarting Redis refuses connections or is loading: retried. A command that
+            # times out is not retried (a silent host would hold the caller for minutes).
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError],
         )
+        self.block_slice_s = min(BLOCK_SLICE_S, socket_timeout_s / 2)
         self.stream_prefix = stream_prefix
         self.max_len = max_len
         self.claim_idle_s = claim_idle_s
@@ -156,7 +171,9 @@ class RedisStreamsQueue:
             if isinstance(fields, list):  # from Lua: a flat [field, value, ...] list
                 fields = dict(zip(fields[::2], fields[1::2], strict=True))
             deliveries = 1 if counts is None else int(counts[i])
-            out.append(Entry(_str(entry_id), bytes(fields[FIELD]), deliveries))
+            # An entry without the payload field (written by hand, or by something else) reads
+            # as an empty payload: undecodable for its reader, never a crash.
+            out.append(Entry(_str(entry_id), bytes(fields.get(FIELD, b"")), deliveries))
         return out
 
     # -- Queue -------------------------------------------------------------------------------
@@ -181,15 +198,22 @@ class RedisStreamsQueue:
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         key = self.key(stream)
-        block = None if block_s == 0 else 0 if block_s is None else max(1, round(block_s * 1000))
-        response = self._with_group(
-            key,
-            group,
-            lambda: self.client.xreadgroup(group, consumer, {key: ">"}, count=count, block=block),
-        )
-        if not response:
-            return []
-        return self._entries(response[0][1])
+        deadline = None if block_s is None else time.monotonic() + block_s
+        while True:
+            left = self.block_slice_s if deadline is None else deadline - time.monotonic()
+            wait = min(self.block_slice_s, max(0.0, left))
+            block = max(1, round(wait * 1000)) if block_s != 0 and wait > 0 else None
+            response = self._with_group(
+                key,
+                group,
+                lambda block=block: self.client.xreadgroup(
+                    group, consumer, {key: ">"}, count=count, block=block
+                ),
+            )
+            if response:
+                return self._entries(response[0][1])
+            if block is None or (deadline is not None and time.monotonic() >= deadline):
+                return []
 
     def ack(self, stream: str, group: str, ids: Sequence[str]) -> None:
         if ids:

@@ -23,7 +23,12 @@ from skillfactory.rollout.streams import (
 )
 from skillfactory.rollout.worker import SamplerMetrics, TaskWorker
 from skillfactory.v1 import data_pb2
-from skillfactory.wire.messages import generation_result, sampling_from_proto, task_prompt
+from skillfactory.wire.messages import (
+    InvalidMessage,
+    generation_result,
+    sampling_from_proto,
+    task_prompt,
+)
 
 GenerateFor = Callable[
     [str, Sequence[Prompt], SamplingParams, Sequence[int]], list[list[Completion]]
@@ -61,6 +66,8 @@ class GenerationWorker(TaskWorker[data_pb2.GenerationTask]):
         claim_idle_s: float = 60.0,
         metrics: SamplerMetrics | None = None,
         backoff_s: float = 1.0,
+        max_deliveries: int = 5,
+        model_allowed: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(
             queue,
@@ -69,12 +76,27 @@ class GenerationWorker(TaskWorker[data_pb2.GenerationTask]):
             claim_idle_s=claim_idle_s,
             metrics=metrics,
             backoff_s=backoff_s,
+            max_deliveries=max_deliveries,
+            model_allowed=model_allowed,
         )
         self.generate = generate
         self.results_pushed = 0
 
     def compatible(self, a: data_pb2.GenerationTask, b: data_pb2.GenerationTask) -> bool:
         return compatible(a, b)
+
+    def problem(self, task: data_pb2.GenerationTask) -> str | None:
+        if not (task.task_id and task.epoch and task.model_uri):
+            return "invalid: a generation task needs an id, an epoch and a model"
+        if not (task.messages or task.text):
+            return "invalid: a generation task needs a prompt"
+        try:
+            sampling_of(task)
+        except InvalidMessage as error:
+            return f"invalid: {error}"
+        if not self.model_allowed(task.model_uri):
+            return f"invalid: {task.model_uri!r} is outside this service's model roots"
+        return None
 
     def serve(self, batch: Sequence[tuple[Entry, data_pb2.GenerationTask]]) -> int:
         """Generate every task's completions in one request, queue the results, ack."""

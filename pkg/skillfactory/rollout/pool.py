@@ -12,8 +12,10 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from skillfactory.models.registry import cache_root, model_allowed
 from skillfactory.queue.redis_streams import RedisStreamsQueue
 from skillfactory.rollout.generation_worker import GenerateFor, GenerationWorker
 from skillfactory.rollout.scoring import GroupScorer
@@ -38,6 +40,9 @@ class SamplerConfig:
     generators: int = 4
     """Generation worker threads (stage 1 and eval tasks); their requests are merged into the
     engine's calls, so more workers mean larger calls."""
+    model_roots: tuple[Path, ...] = ()
+    """Folders a task may name models and weight stores in (hub ids and short names always
+    pass); empty: the working directory and the model cache."""
     generation_tasks_per_call: int = 4
     """Generation tasks one worker takes at a time (small, so that a call's tasks spread over
     every replica instead of piling on the first workers to ask)."""
@@ -58,6 +63,7 @@ class SamplerPool:
         self.config = config
         self.queue = RedisStreamsQueue.from_spec(config.queue)
         prefix = name or f"{socket.gethostname()}-{os.getpid()}"
+        allowed = model_allowed(config.model_roots or (Path.cwd(), cache_root()))
         self.workers: list[TaskWorker[Any]] = [
             SamplerWorker(
                 self.queue,
@@ -68,6 +74,7 @@ class SamplerPool:
                 claim_idle_s=config.queue.claim_idle_ms / 1000,
                 seed=config.seed,
                 metrics=metrics,
+                model_allowed=allowed,
             )
             for i in range(config.workers)
         ]
@@ -80,6 +87,7 @@ class SamplerPool:
                     tasks_per_call=config.generation_tasks_per_call,
                     claim_idle_s=config.queue.claim_idle_ms / 1000,
                     metrics=metrics,
+                    model_allowed=allowed,
                 )
                 for i in range(config.generators)
             ]

@@ -6,6 +6,7 @@
 | `groups` | sampler workers | the learner (`learner`) | `Group` |
 | `generations` | the learner's remote engine | generation workers (`generators`) | `GenerationTask` (stage 1, eval) |
 | `generated` | generation workers | the learner (`orchestrator`) | `GenerationResult` |
+| `dead-letter` | any worker | an operator | `DeadLetter` (a task delivered too often, or invalid) |
 """
 
 from __future__ import annotations
@@ -18,3 +19,4 @@ GENERATIONS_STREAM = "generations"
 GENERATORS_GROUP = "generators"
 GENERATED_STREAM = "generated"
 ORCHESTRATOR_GROUP = "orchestrator"
+DEAD_LETTER_STREAM = "dead-letter"

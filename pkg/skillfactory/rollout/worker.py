@@ -30,9 +30,19 @@ from skillfactory.engines.base import Completion, Prompt, SamplingParams
 from skillfactory.queue import Entry, Queue, UndecodablePayload, put_message, read_messages
 from skillfactory.rollout.sampler import grpo_prompt, make_group
 from skillfactory.rollout.scoring import GroupScorer
-from skillfactory.rollout.streams import GROUPS_STREAM, PROMPTS_STREAM, SAMPLERS_GROUP
+from skillfactory.rollout.streams import (
+    DEAD_LETTER_STREAM,
+    GROUPS_STREAM,
+    PROMPTS_STREAM,
+    SAMPLERS_GROUP,
+)
 from skillfactory.v1 import data_pb2
-from skillfactory.wire.messages import group_to_proto, problem_from_proto, sampling_from_proto
+from skillfactory.wire.messages import (
+    InvalidMessage,
+    group_to_proto,
+    problem_from_proto,
+    sampling_from_proto,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -62,6 +72,13 @@ class SamplerMetrics:
         self.tasks_reclaimed = Counter(
             "skillfactory_sampler_tasks_reclaimed",
             "Rollout tasks taken over from a sampler that stopped answering.",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "skillfactory_queue_dead_letters",
+            "Tasks moved to the dead-letter stream (delivered too often, or invalid), by stream "
+            "and reason.",
+            ("stream", "reason"),
             registry=registry,
         )
         self.task_failures = Counter(
@@ -119,8 +136,15 @@ class TaskWorker(Generic[Task]):
         claim_idle_s: float = 60.0,
         metrics: SamplerMetrics | None = None,
         backoff_s: float = 1.0,
+        max_deliveries: int = 5,
+        model_allowed: Callable[[str], bool] | None = None,
     ) -> None:
         self.queue = queue
+        self.max_deliveries = max_deliveries
+        """A task delivered more often than this without being acked goes to the dead letters."""
+        self.model_allowed = model_allowed or (lambda uri: True)
+        """Whether a task may name this model or weight store (the service's roots)."""
+        self.dead_lettered = 0
         self.worker_id = worker_id
         self.tasks_per_call = max(1, tasks_per_call)
         self.claim_idle_s = claim_idle_s
@@ -162,7 +186,7 @@ class TaskWorker(Generic[Task]):
 
     def step(self, block_s: float = 0.5) -> int:
         """One round; returns the number of tasks acked."""
-        tasks = self.parse(self.take(block_s))
+        tasks = self.admit(self.parse(self.take(block_s)))
         done = 0
         while tasks:
             batch = [tasks[0]]
@@ -170,6 +194,44 @@ class TaskWorker(Generic[Task]):
             tasks = [t for t in tasks if t not in batch]
             done += self.serve(batch)
         return done
+
+    def admit(self, tasks: list[tuple[Entry, Task]]) -> list[tuple[Entry, Task]]:
+        """The tasks worth serving; the others go to the dead letters: delivered more than
+        `max_deliveries` times (a task that crashes or stalls every worker), or invalid."""
+        kept = []
+        for entry, task in tasks:
+            reason = self.problem(task)
+            if entry.deliveries > self.max_deliveries:
+                reason = f"delivered {entry.deliveries} times"
+            if reason is None:
+                kept.append((entry, task))
+            else:
+                self.dead_letter(entry, reason)
+        return kept
+
+    def problem(self, task: Task) -> str | None:
+        """Why `task` cannot be served (None: it can); the subclass's checks."""
+        return None
+
+    def dead_letter(self, entry: Entry, reason: str) -> None:
+        """Move one entry to the dead-letter stream, then ack it."""
+        letter = data_pb2.DeadLetter(
+            stream=self.stream,
+            entry_id=entry.id,
+            payload=entry.payload,
+            deliveries=entry.deliveries,
+            reason=reason,
+            worker_id=self.worker_id,
+        )
+        put_message(self.queue, DEAD_LETTER_STREAM, letter)
+        self.queue.ack(self.stream, self.group, [entry.id])
+        self.dead_lettered += 1
+        log.error(
+            f"{self.kind} task moved to the dead letters",
+            extra={"entry": entry.id, "stream": self.stream, "reason": reason},
+        )
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(self.stream, reason.split()[0]).inc()
 
     def compatible(self, a: Task, b: Task) -> bool:
         """Whether two tasks can be served together."""
@@ -232,6 +294,8 @@ class SamplerWorker(TaskWorker[data_pb2.RolloutTask]):
         seed: int = 0,
         metrics: SamplerMetrics | None = None,
         backoff_s: float = 1.0,
+        max_deliveries: int = 5,
+        model_allowed: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(
             queue,
@@ -240,6 +304,8 @@ class SamplerWorker(TaskWorker[data_pb2.RolloutTask]):
             claim_idle_s=claim_idle_s,
             metrics=metrics,
             backoff_s=backoff_s,
+            max_deliveries=max_deliveries,
+            model_allowed=model_allowed,
         )
         self.generate = generate
         self.score = score
@@ -248,6 +314,20 @@ class SamplerWorker(TaskWorker[data_pb2.RolloutTask]):
 
     def compatible(self, a: data_pb2.RolloutTask, b: data_pb2.RolloutTask) -> bool:
         return compatible(a, b)
+
+    def problem(self, task: data_pb2.RolloutTask) -> str | None:
+        if not (task.run_id and task.epoch and task.problem.task):
+            return "invalid: a rollout task needs a run, an epoch and a problem"
+        if task.n < 2:
+            return "invalid: a GRPO group needs n ≥ 2"
+        try:
+            sampling_of(task)
+        except InvalidMessage as error:
+            return f"invalid: {error}"
+        for uri in (task.model_uri, task.weights_uri):
+            if uri and not self.model_allowed(uri):
+                return f"invalid: {uri!r} is outside this service's model roots"
+        return None
 
     def serve(self, batch: Sequence[tuple[Entry, data_pb2.RolloutTask]]) -> int:
         """Sample, grade and queue the groups of compatible tasks, then ack them."""

@@ -24,6 +24,7 @@ from skillfactory.contracts.runspec_proto import run_spec_from_proto
 from skillfactory.runspec import InvalidRunSpec
 from skillfactory.serving.learner_metrics import LearnerMetrics
 from skillfactory.serving.run_controller import EngineFactory, RunController, RunNotFound
+from skillfactory.serving.run_policy import RunPolicy
 from skillfactory.serving.run_store import RunEventRecord, RunRecord
 from skillfactory.serving.server import ServiceServer, ServingConfig
 from skillfactory.stages.rollouts import Cluster
@@ -108,10 +109,9 @@ class LearnerServicer(learner_pb2_grpc.LearnerServicer):
         if not request.HasField("spec"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: a run spec is required")
         try:
-            spec = run_spec_from_proto(request.spec)
+            record = self.controller.submit(run_spec_from_proto(request.spec))
         except InvalidRunSpec as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        record = self.controller.submit(spec)
         return learner_pb2.SubmitRunResponse(run_id=record.run_id)
 
     def GetRun(  # noqa: N802
@@ -170,11 +170,17 @@ class LearnerServer(ServiceServer):
         run_stop_timeout_s: float = 60.0,
         cluster: Cluster | None = None,
         ranks: RankGroup | None = None,
+        policy: RunPolicy | None = None,
     ) -> None:
         super().__init__("learner", config)
         self.run_stop_timeout_s = run_stop_timeout_s
         self.controller = RunController(
-            state_dir, engine_factory, LearnerMetrics(self.metrics.registry), cluster, ranks
+            state_dir,
+            engine_factory,
+            LearnerMetrics(self.metrics.registry),
+            cluster,
+            ranks,
+            policy,
         )
         self.servicer = LearnerServicer(self.controller)
         self.add_service(SERVICE_NAME, self.servicer.add_to)
@@ -195,8 +201,11 @@ def setup_learner_server(
     engine_factory: EngineFactory | None = None,
     cluster: Cluster | None = None,
     ranks: RankGroup | None = None,
+    policy: RunPolicy | None = None,
 ) -> LearnerServer:
     """A learner server (not started yet) over the runs stored in `state_dir`; with a `cluster`,
     GRPO samples with the sampler workers of the rollout services instead of in process; with
     `ranks` (rank 0 of a torchrun learner), SFT and GRPO bring the other ranks along."""
-    return LearnerServer(config, state_dir, engine_factory, cluster=cluster, ranks=ranks)
+    return LearnerServer(
+        config, state_dir, engine_factory, cluster=cluster, ranks=ranks, policy=policy
+    )

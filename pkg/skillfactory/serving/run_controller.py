@@ -36,6 +36,7 @@ from skillfactory.engines.base import Engine
 from skillfactory.runspec import RunSpec, parse_run_spec
 from skillfactory.serving.learner_metrics import LearnerMetrics
 from skillfactory.serving.logs import bind_run_id
+from skillfactory.serving.run_policy import RunPolicy, admit
 from skillfactory.serving.run_store import (
     CANCELLED,
     FAILED,
@@ -108,8 +109,11 @@ class RunController:
         metrics: LearnerMetrics | None = None,
         cluster: Cluster | None = None,
         ranks: RankGroup | None = None,
+        policy: RunPolicy | None = None,
     ) -> None:
         self.store = RunStore(state_dir)
+        self.policy = policy or RunPolicy(Path.cwd())
+        """What submitted specs may name (paths inside its roots); see `run_policy.admit`."""
         self.engine_factory = engine_factory
         self.cluster = cluster
         self.ranks = ranks
@@ -153,11 +157,14 @@ class RunController:
     # API -------------------------------------------------------------------------------------
 
     def submit(self, spec: RunSpec) -> RunRecord:
+        """Queue a run of `spec` as the policy admits it (`InvalidRunSpec` when it does not)."""
+        run_id = uuid.uuid4().hex[:12]
+        spec = admit(spec, self.policy, run_id)
         stages: dict[str, StageRecord] = {
             stage: StageRecord() for stage in stages_to_run(effective_spec(spec))
         }
         record = RunRecord(
-            run_id=uuid.uuid4().hex[:12],
+            run_id=run_id,
             name=spec.name,
             spec=spec.model_dump(mode="json"),
             stages=stages,

@@ -15,6 +15,7 @@ Evaluation covers every model the run has: `base`, `sft` and `grpo`, on held-out
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,8 @@ from skillfactory.eval.harness import eval_dir, evaluate
 from skillfactory.models.registry import is_model_folder, resolve_model
 from skillfactory.run_folder import run_dir
 from skillfactory.runspec import RunSpec, Stage
-from skillfactory.stages.data import Stage1, sft_dataset_path
+from skillfactory.stages.data import SUMMARY_FILE as DATA_SUMMARY
+from skillfactory.stages.data import Stage1, data_dir, sft_dataset_path
 from skillfactory.stages.events import (
     DataProgress,
     EvalTaskDone,
@@ -35,12 +37,16 @@ from skillfactory.stages.events import (
     StageFinished,
     StageStarted,
 )
-from skillfactory.stages.grpo import GRPOStage
+from skillfactory.stages.grpo import GRPOStage, grpo_dir
 from skillfactory.stages.rollouts import Cluster, remote_engine_factory
-from skillfactory.stages.sft import SFTStage
+from skillfactory.stages.sft import SFTStage, sft_folder
 from skillfactory.train.ranks import RankGroup
 
 RESULT_FILE = "run.json"
+
+
+def _links(folder: str, names: list[str]) -> list[str]:
+    return [name for name in names if (Path(folder) / name).is_symlink()]
 
 
 def effective_spec(spec: RunSpec) -> RunSpec:
@@ -100,6 +106,8 @@ class Pipeline:
         """Every stage to run, in order; returns `{stage: result}` (`run.json` also has the spec,
         the model folders and each stage's wall seconds)."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.spec.reuse_from is not None:
+            self.adopt_finished_stages(Path(self.spec.reuse_from))
         for stage in stages_to_run(self.spec):
             started = time.perf_counter()
             self.on_event(StageStarted(stage))
@@ -108,6 +116,30 @@ class Pipeline:
             self.on_event(StageFinished(stage, self.seconds[stage]))
             self._write_results()
         return self.results
+
+    def adopt_finished_stages(self, earlier: Path) -> list[str]:
+        """Copy the finished stage folders of the run folder `earlier` (data, sft, grpo) that
+        this run has not got yet: the explicit way to reuse another run's work (symlinks inside
+        it are not followed). Returns the stages taken over."""
+        other = self.spec.model_copy(
+            update={"output_dir": str(earlier.parent), "name": earlier.name, "reuse_from": None}
+        )
+        finished = {
+            "data": (data_dir(other), (data_dir(other) / DATA_SUMMARY).exists()),
+            "sft": (sft_folder(other), SFTStage(other, "", Path()).is_finished()),
+            "grpo": (grpo_dir(other), GRPOStage(other, "", self.engine_factory).is_finished()),
+        }
+        mine = {
+            "data": data_dir(self.spec),
+            "sft": sft_folder(self.spec),
+            "grpo": grpo_dir(self.spec),
+        }
+        taken = []
+        for stage, (folder, done) in finished.items():
+            if done and not mine[stage].exists():
+                shutil.copytree(folder, mine[stage], ignore=_links)
+                taken.append(stage)
+        return taken
 
     def _write_results(self) -> None:
         record = {

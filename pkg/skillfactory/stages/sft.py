@@ -16,6 +16,11 @@ from skillfactory.train.sft import MODEL_DIR, RESULT_FILE, run_sft
 SFT_DIR = "sft"
 
 
+def sft_folder(spec: RunSpec) -> Path:
+    """Where stage 2 of this run writes."""
+    return run_dir(spec) / SFT_DIR
+
+
 class SFTStage:
     """SFT of `base_model` on `dataset`, writing under `<run>/sft/`."""
 
@@ -26,7 +31,7 @@ class SFTStage:
         self.base_model = base_model
         self.dataset = dataset
         self.ranks = leading(ranks)
-        self.out = run_dir(spec) / SFT_DIR
+        self.out = sft_folder(spec)
 
     def model_dir(self) -> Path:
         """The fine-tuned model folder."""

@@ -12,6 +12,8 @@ the last one. The result is a standard Hugging Face model folder at `<out>/model
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from skillfactory.train.precision import resolve_precision
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 RESULT_FILE = "sft.json"
+MAX_DATASET_BYTES = 8 * 1024**3
+"""Largest SFT dataset file read (8 GiB: the paper's 10k OpenThoughts rows are far below it)."""
 
 
 class EmptySFTDataset(ValueError):
@@ -56,8 +60,18 @@ def prompt_completion(record: dict[str, Any]) -> dict[str, Any] | None:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def read_chat_dataset(path: str | Path) -> list[dict[str, Any]]:
-    """The prompt/completion pairs of a chat JSONL file, skipping records without an answer."""
+class UnreadableDataset(ValueError):
+    """A dataset path that is not a regular file, or larger than the cap."""
+
+
+def read_chat_dataset(path: str | Path, max_bytes: int = MAX_DATASET_BYTES) -> list[dict[str, Any]]:
+    """The prompt/completion pairs of a chat JSONL file, skipping records without an answer.
+    Only a regular file of at most `max_bytes` is read (a device or a pipe could never end)."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableDataset(f"{path} is not a regular file")
+    if info.st_size > max_bytes:
+        raise UnreadableDataset(f"{path} holds {info.st_size} bytes, more than {max_bytes}")
     pairs = []
     with Path(path).open() as lines:
         for line in lines:

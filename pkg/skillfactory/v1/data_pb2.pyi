@@ -241,3 +241,19 @@ class GenerationResult(_message.Message):
     completions: _containers.RepeatedCompositeFieldContainer[Completion]
     worker_id: str
     def __init__(self, run_id: _Optional[str] = ..., epoch: _Optional[str] = ..., task_id: _Optional[str] = ..., completions: _Optional[_Iterable[_Union[Completion, _Mapping]]] = ..., worker_id: _Optional[str] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("stream", "entry_id", "payload", "deliveries", "reason", "worker_id")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    stream: str
+    entry_id: str
+    payload: bytes
+    deliveries: int
+    reason: str
+    worker_id: str
+    def __init__(self, stream: _Optional[str] = ..., entry_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., deliveries: _Optional[int] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...

@@ -219,7 +219,7 @@ class EvalSpec(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[str]] = ..., num_problems: _Optional[int] = ..., samples_per_problem: _Optional[int] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., budget_forcing: _Optional[_Union[BudgetForcingSpec, _Mapping]] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("name", "model", "seed", "output_dir", "stages", "baseline", "transformers", "vllm", "simulated", "inprocess", "redis", "data", "sft", "grpo", "eval")
+    __slots__ = ("name", "model", "seed", "output_dir", "stages", "baseline", "transformers", "vllm", "simulated", "inprocess", "redis", "data", "sft", "grpo", "eval", "reuse_from")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +235,7 @@ class RunSpec(_message.Message):
     SFT_FIELD_NUMBER: _ClassVar[int]
     GRPO_FIELD_NUMBER: _ClassVar[int]
     EVAL_FIELD_NUMBER: _ClassVar[int]
+    REUSE_FROM_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     seed: int
@@ -250,4 +251,5 @@ class RunSpec(_message.Message):
     sft: SFTSpec
     grpo: GRPOSpec
     eval: EvalSpec
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., output_dir: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., baseline: _Optional[str] = ..., transformers: _Optional[_Union[TransformersEngineSpec, _Mapping]] = ..., vllm: _Optional[_Union[VllmEngineSpec, _Mapping]] = ..., simulated: _Optional[_Union[SimulatedEngineSpec, _Mapping]] = ..., inprocess: _Optional[_Union[InProcessQueueSpec, _Mapping]] = ..., redis: _Optional[_Union[RedisQueueSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., sft: _Optional[_Union[SFTSpec, _Mapping]] = ..., grpo: _Optional[_Union[GRPOSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ...) -> None: ...
+    reuse_from: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., output_dir: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., baseline: _Optional[str] = ..., transformers: _Optional[_Union[TransformersEngineSpec, _Mapping]] = ..., vllm: _Optional[_Union[VllmEngineSpec, _Mapping]] = ..., simulated: _Optional[_Union[SimulatedEngineSpec, _Mapping]] = ..., inprocess: _Optional[_Union[InProcessQueueSpec, _Mapping]] = ..., redis: _Optional[_Union[RedisQueueSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., sft: _Optional[_Union[SFTSpec, _Mapping]] = ..., grpo: _Optional[_Union[GRPOSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ..., reuse_from: _Optional[str] = ...) -> None: ...

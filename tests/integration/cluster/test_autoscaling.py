@@ -39,6 +39,7 @@ def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     up = [*CLI, "up", "--dir", str(folder), "--samplers", "1", "--max-samplers", "3"]
     up += ["--tasks-per-replica", "8", "--scale-down-cooldown-s", "5", "--engine", "simulated"]
     up += ["--simulated-token-delay-ms", "20", "--claim-idle-ms", "3000", "--gpus", "0"]
+    up += ["--data-root", str(tmp_path_factory.getbasetemp())]
     started = subprocess.run(up, capture_output=True, text=True, env=env, timeout=300)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
@@ -92,6 +93,8 @@ def test_a_burst_scales_the_rollouts_out_and_back_in_without_losing_a_task(
     watcher.join(5)
     assert max(seen) == 3, seen
     assert rollouts(folder) == 1
-    records = (tmp_path / "burst" / "eval" / "base" / "csqa.jsonl").read_text().splitlines()
+    records = (
+        (tmp_path / run_id / "burst" / "eval" / "base" / "csqa.jsonl").read_text().splitlines()
+    )
     keys = [(r["problem_id"], r["sample"]) for r in map(json.loads, records)]
     assert len(keys) == len(set(keys)) == PROBLEMS * SAMPLES

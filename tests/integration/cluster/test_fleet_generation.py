@@ -46,6 +46,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     up = [*CLI, "up", "--dir", str(folder), "--samplers", "2", "--engine", "simulated"]
     up += ["--claim-idle-ms", "2000", "--simulated-token-delay-ms", "10", "--gpus", "0"]
+    up += ["--data-root", str(tmp_path_factory.getbasetemp())]
     started = subprocess.run(up, capture_output=True, text=True, env=env, timeout=300)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
@@ -125,7 +126,7 @@ def test_stage1_and_eval_run_on_the_rollouts_and_write_the_embedded_files(
     run_id = learner.submit(spec("fleet-run", tiny_model_dir, tmp_path))
     status = learner.wait_until_done(run_id, timeout_s=900)
     assert status.state == SUCCEEDED, status.message
-    run = tmp_path / "fleet-run"
+    run = tmp_path / run_id / "fleet-run"  # the service keys run folders by run id
     assert_every_row_once(run)
     assert outputs(run) == outputs(embedded)
     on_the_fleet = total(fleet, "rollout", "skillfactory_rollout_tokens_generated_total") - before
@@ -152,7 +153,7 @@ def test_rollouts_killed_mid_stage1_and_mid_eval_lose_nothing(
     status = learner.wait_until_done(run_id, timeout_s=900)
     assert status.state == SUCCEEDED, status.message
     assert killed == ["rollout-0", "rollout-1"]
-    run = tmp_path / "fleet-run"
+    run = tmp_path / run_id / "fleet-run"
     assert_every_row_once(run)
     assert outputs(run) == outputs(embedded)
     after = ClusterState.load(Path(fleet.dir))

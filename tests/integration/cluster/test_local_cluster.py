@@ -71,6 +71,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
             "3000",
             "--simulated-token-delay-ms",
             "40",
+            "--data-root",
+            str(tmp_path_factory.getbasetemp()),
         ],
         capture_output=True,
         text=True,
@@ -175,8 +177,14 @@ def total(state: ClusterState, prefix: str, series: str) -> float:
     )
 
 
+def run_folder(out: Path, name: str) -> Path:
+    """The folder of the run called `name` under `out` (the service keys them by run id)."""
+    (folder,) = out.glob(f"*/{name}")
+    return folder
+
+
 def kept_steps(out: Path, name: str) -> list[dict[str, Any]]:
-    lines = (out / name / "grpo" / "steps.jsonl").read_text().splitlines()
+    lines = (run_folder(out, name) / "grpo" / "steps.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
@@ -287,7 +295,9 @@ def test_a_learner_killed_mid_grpo_restarts_and_resumes_with_version_continuity(
     assert status.state == SUCCEEDED, status.message
     assert status.policy_version == 8
     assert_every_prompt_trained_once(kept_steps(tmp_path, "kill-learner"), 8, 2)
-    summary = json.loads((tmp_path / "kill-learner" / "grpo" / "summary.json").read_text())
+    summary = json.loads(
+        (run_folder(tmp_path, "kill-learner") / "grpo" / "summary.json").read_text()
+    )
     assert summary["resumed_from_version"] >= 2  # checkpoints every 2 steps
     assert ClusterState.load(Path(cluster.dir)).processes["learner"].restarts >= 1
 
@@ -403,7 +413,18 @@ def test_a_learner_of_two_torchrun_processes_trains_sft_and_grpo_on_both(
     between the ranks (3 steps for 5 chats at batch 1) and GRPO trains FSDP2-sharded on both."""
     folder = tmp_path / "cluster"
     started = subprocess.run(
-        [*CLI, "up", "--dir", str(folder), "--samplers", "1", "--learner-procs", "2"],
+        [
+            *CLI,
+            "up",
+            "--dir",
+            str(folder),
+            "--samplers",
+            "1",
+            "--learner-procs",
+            "2",
+            "--data-root",
+            str(tmp_path.parent),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -424,9 +445,9 @@ def test_a_learner_of_two_torchrun_processes_trains_sft_and_grpo_on_both(
         assert status.state == SUCCEEDED, status.message
     finally:
         subprocess.run([*CLI, "down", "--dir", str(folder)], capture_output=True, timeout=180)
-    sft = json.loads((tmp_path / "ranks" / "sft" / "sft.json").read_text())
+    sft = json.loads((run_folder(tmp_path, "ranks") / "sft" / "sft.json").read_text())
     assert sft["examples"] == 5 and sft["steps"] == 3
-    summary = json.loads((tmp_path / "ranks" / "grpo" / "summary.json").read_text())
+    summary = json.loads((run_folder(tmp_path, "ranks") / "grpo" / "summary.json").read_text())
     assert summary["learner_ranks"] == 2
     assert_every_prompt_trained_once(kept_steps(tmp_path, "ranks"), 4, 2)
-    assert (tmp_path / "ranks" / "grpo" / "model" / "model.safetensors").exists()
+    assert (run_folder(tmp_path, "ranks") / "grpo" / "model" / "model.safetensors").exists()

@@ -24,6 +24,7 @@ from skillfactory.runspec import parse_run_spec
 from skillfactory.serving.auth import bearer_metadata
 from skillfactory.serving.learner_api import LearnerServer, setup_learner_server
 from skillfactory.serving.run_controller import RunController
+from skillfactory.serving.run_policy import RunPolicy
 from skillfactory.serving.run_store import CANCELLED, PENDING
 from skillfactory.serving.server import ServingConfig
 from skillfactory.v1 import learner_pb2, learner_pb2_grpc, run_pb2
@@ -42,7 +43,8 @@ def start_learner() -> Iterator[Callable[[Path], LearnerServer]]:
 
     def start(state_dir: Path) -> LearnerServer:
         config = ServingConfig(token=TOKEN, grace_s=1.0, linger_s=0.0)
-        server = setup_learner_server(config, state_dir)
+        policy = RunPolicy(state_dir.parent.parent)  # pytest's base temp: the runs, the model
+        server = setup_learner_server(config, state_dir, policy=policy)
         server.start()
         servers.append(server)
         return server
@@ -166,7 +168,7 @@ def test_a_pending_run_is_cancelled_at_once_and_pending_runs_persist(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     spec = parse_run_spec(tiny_spec(tiny_model_dir, tmp_path / "runs"))
-    controller = RunController(tmp_path / "state")  # not started: runs stay pending
+    controller = RunController(tmp_path / "state", policy=RunPolicy(tmp_path.parent))  # not started
     first, second = controller.submit(spec), controller.submit(spec)
     assert controller.cancel(first.run_id, "changed my mind").state == CANCELLED
     assert [e.value for e in controller.watch(first.run_id)] == [PENDING, CANCELLED]
@@ -235,6 +237,7 @@ def learner_processes(tmp_path: Path) -> Iterator[Callable[[Path], dict[str, Any
         command = [
             sys.executable, "-m", "skillfactory.cli", "learner", "serve", "--state-dir",
             str(state_dir), "--port", "0", "--metrics-port", "0", "--token-file", str(token_file),
+            "--data-root", str(tmp_path.parent),
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         stderr = tmp_path / f"stderr-{len(processes)}"
@@ -297,5 +300,6 @@ def test_a_learner_killed_mid_grpo_resumes_the_run_after_a_restart(
     record = json.loads(status.output)
     assert record["state"] == "SUCCEEDED" and record["policy_version"] == 6
     assert record["stages"] == {"grpo": {"state": "SUCCEEDED", "progress": 1.0}}
-    summary = json.loads((tmp_path / "runs" / "tiny" / "grpo" / "summary.json").read_text())
+    run = tmp_path / "runs" / run_id / "tiny"  # the service keys run folders by run id
+    summary = json.loads((run / "grpo" / "summary.json").read_text())
     assert summary["resumed_from_version"] in (2, 4) and summary["steps"] == 6

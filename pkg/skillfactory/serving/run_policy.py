@@ -1,0 +1,104 @@
+"""What the learner service accepts of a submitted run spec: paths inside the roots it was started
+with, its own queue, and a run folder of the run's own.
+
+`admit(spec, policy, run_id)` returns the spec the service runs, or raises `InvalidRunSpec` naming
+each field that breaks the policy (answered INVALID_ARGUMENT at submit time):
+
+- `queue`: replaced by the in-process queue — the service's own configuration (`--redis-url`)
+  decides where GRPO's work goes and with which password; a spec never picks a host or a secret;
+- `output_dir`: resolved against the data root (relative paths land under it) and must stay inside
+  it (`..` and symlinks resolved); the run then writes to `<output_dir>/<run id>/<name>`, so two
+  runs never share outputs whatever their names (the name is a label). Reusing an earlier run's
+  finished stages is the explicit `reuse_from` field, a run folder inside the data root;
+- `model`: a hub id or a registered short name, or a folder inside a model root or the data root;
+- `sft.dataset`: a file inside a dataset root or the data root.
+Whether a path exists is not checked here, so submitting reveals nothing about the filesystem
+beyond the roots; reads happen when the run does (SFT reads only regular files, within a size cap:
+`skillfactory.train.sft.read_chat_dataset`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from skillfactory.models.registry import is_model_name, within
+from skillfactory.runspec import InProcessQueueSpec, InvalidRunSpec, RunSpec, SpecProblem
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """The roots a learner service confines run specs to."""
+
+    data_root: Path
+    """Run outputs live under here (the shared volume in the chart)."""
+    model_roots: tuple[Path, ...] = ()
+    """Read-only folders models may be loaded from (besides the data root)."""
+    dataset_roots: tuple[Path, ...] = ()
+    """Read-only folders SFT datasets may be read from (besides the data root)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_root", self.data_root.resolve())
+        object.__setattr__(self, "model_roots", tuple(p.resolve() for p in self.model_roots))
+        object.__setattr__(self, "dataset_roots", tuple(p.resolve() for p in self.dataset_roots))
+
+
+def admit(spec: RunSpec, policy: RunPolicy, run_id: str) -> RunSpec:
+    """The spec as the service runs it (see the module docstring); `InvalidRunSpec` otherwise."""
+    problems: list[SpecProblem] = []
+    data = (policy.data_root,)
+    output = policy.data_root / spec.output_dir
+    if not within(output, data):
+        problems.append(
+            SpecProblem(
+                path="output_dir",
+                value=spec.output_dir,
+                message="must lie inside the learner's data root",
+            )
+        )
+    if not is_model_name(spec.model) and not within(
+        policy.data_root / spec.model, data + policy.model_roots
+    ):
+        problems.append(
+            SpecProblem(
+                path="model",
+                value=spec.model,
+                message="a hub id, a registered short name, or a folder inside the learner's model roots",
+            )
+        )
+    if spec.sft.dataset is not None and not within(
+        policy.data_root / spec.sft.dataset, data + policy.dataset_roots
+    ):
+        problems.append(
+            SpecProblem(
+                path="sft.dataset",
+                value=spec.sft.dataset,
+                message="must lie inside the learner's dataset roots",
+            )
+        )
+    if spec.reuse_from is not None and not within(policy.data_root / spec.reuse_from, data):
+        problems.append(
+            SpecProblem(
+                path="reuse_from",
+                value=spec.reuse_from,
+                message="must lie inside the learner's data root",
+            )
+        )
+    if problems:
+        raise InvalidRunSpec(problems)
+    return spec.model_copy(
+        update={
+            "queue": InProcessQueueSpec(),
+            "output_dir": str(Path(os.path.realpath(output)) / run_id),
+            "model": spec.model
+            if is_model_name(spec.model)
+            else str(policy.data_root / spec.model),
+            "reuse_from": None
+            if spec.reuse_from is None
+            else str(Path(os.path.realpath(policy.data_root / spec.reuse_from))),
+            "sft": spec.sft
+            if spec.sft.dataset is None
+            else spec.sft.model_copy(update={"dataset": str(policy.data_root / spec.sft.dataset)}),
+        }
+    )
