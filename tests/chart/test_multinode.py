@@ -39,6 +39,7 @@ DEFAULT_LEARNER_ARGS = [
     "--port=50051",
     "--metrics-port=9090",
     "--state-dir=/data/state",
+    "--data-root=/shared",
     "--redis-url=redis://sf-skillfactory-redis:6379/0",
     "--claim-idle-ms=60000",
     "--stream-prefix=skillfactory",
