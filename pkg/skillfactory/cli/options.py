@@ -1,7 +1,7 @@
 """Command-line options every service shares, declared once.
 
-- `serving_options(service, …)` adds the server options (address, ports, token, TLS, message
-  size, workers, shutdown timing, log level) to a command whose function takes a
+- `serving_options(service, …)` adds the server options (addresses, ports, tokens, TLS, message
+  size, workers and streams, shutdown timing, log level) to a command whose function takes a
   `serving: ServingConfig` parameter. The options are parsed once, into that config, after JSON
   logging for `service` is set up; a bad value or an unreadable token file exits 2 with the reason.
   Services differ only in defaults (`max_message_mb`, `workers`, `grace_seconds`).
@@ -48,15 +48,65 @@ MetricsPortOption = Annotated[
     int,
     typer.Option(min=-1, max=65535, help="Prometheus /metrics port; 0 picks one, -1 turns it off."),
 ]
+MetricsHostOption = Annotated[
+    str,
+    typer.Option(help="Interface the /metrics endpoint binds; 0.0.0.0 (or the pod IP) in a pod."),
+]
+HealthPortOption = Annotated[
+    int,
+    typer.Option(
+        min=-1,
+        max=65535,
+        help="Plaintext port serving only gRPC health (probes; they speak no TLS); 0 picks "
+        "one, -1 (default) none.",
+    ),
+]
 TokenFileOption = Annotated[
     Path | None,
     typer.Option(
-        help="File holding the bearer token callers must send; default: $SKILLFACTORY_TOKEN, "
-        "and no auth when neither is set."
+        help="File holding a bearer token accepted with every right (role admin); default: "
+        "$SKILLFACTORY_TOKEN. With neither this nor --tokens-dir there is no auth, which only "
+        "loopback addresses allow without --insecure-no-auth."
+    ),
+]
+TokensDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder of further accepted tokens (a mounted Secret): one file per caller, named "
+        "ROLE or ROLE.LABEL (admin, submitter, learner, rollout), holding its token."
+    ),
+]
+ClientTokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="File holding the token this service sends to the services it calls (reward, "
+        "composer); default: the --token-file token."
+    ),
+]
+InsecureNoAuthOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-no-auth",
+        help="Serve without any token on an address other than loopback (refused otherwise).",
     ),
 ]
 TlsCertOption = Annotated[Path | None, typer.Option(help="PEM certificate chain (TLS).")]
 TlsKeyOption = Annotated[Path | None, typer.Option(help="PEM private key (TLS).")]
+TlsCaOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="PEM CA certificates: call the services this one uses (reward, composer) over TLS, "
+        "verifying their certificates against these; default: plaintext."
+    ),
+]
+MaxStreamsOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Streaming calls served at once, on threads besides --workers; more are refused "
+        "(RESOURCE_EXHAUSTED).",
+    ),
+]
 MaxMessageOption = Annotated[
     float, typer.Option(min=0.001, help="Largest request/response in MiB.")
 ]
@@ -118,11 +168,18 @@ def _server_parameters(
         ("host", HostOption, "127.0.0.1"),
         ("port", PortOption, 0),
         ("metrics_port", MetricsPortOption, 0),
+        ("metrics_host", MetricsHostOption, "127.0.0.1"),
+        ("health_port", HealthPortOption, -1),
         ("token_file", TokenFileOption, None),
+        ("tokens_dir", TokensDirOption, None),
+        ("client_token_file", ClientTokenFileOption, None),
+        ("insecure_no_auth", InsecureNoAuthOption, False),
         ("tls_cert", TlsCertOption, None),
         ("tls_key", TlsKeyOption, None),
+        ("tls_ca", TlsCaOption, None),
         ("max_message_mb", MaxMessageOption, max_message_mb),
         ("workers", WorkersOption, workers),
+        ("max_streams", MaxStreamsOption, 4),
         ("grace_seconds", GraceOption, grace_seconds),
         ("drain_seconds", DrainOption, 0.0),
         ("log_level", LogLevelOption, "info"),
@@ -174,20 +231,26 @@ def serving_config_or_exit(
     host: str,
     port: int,
     metrics_port: int,
+    metrics_host: str,
+    health_port: int,
     token_file: Path | None,
+    tokens_dir: Path | None,
+    client_token_file: Path | None,
+    insecure_no_auth: bool,
     tls_cert: Path | None,
     tls_key: Path | None,
+    tls_ca: Path | None,
     max_message_mb: float,
     workers: int,
+    max_streams: int,
     grace_seconds: float,
     drain_seconds: float,
     log_level: str,
 ) -> ServingConfig:
     """JSON logs for `service`, then its `ServingConfig` from the server options; an unreadable
     token file or a bad option exits 2 with the reason."""
-    from skillfactory.serving.auth import TokenError, load_token  # heavy: grpc, when serving
-
-    # deferred: heavy or optional (torch)
+    # deferred: heavy or optional (grpc, loaded only when serving)
+    from skillfactory.serving.auth import TokenError, TokenTable, load_token
     from skillfactory.serving.server import ServingConfig
 
     setup_logging(service, log_level)
@@ -196,13 +259,20 @@ def serving_config_or_exit(
             host=host,
             port=port,
             metrics_port=None if metrics_port < 0 else metrics_port,
+            metrics_host=metrics_host,
+            health_port=None if health_port < 0 else health_port,
             max_workers=workers,
+            max_streams=max_streams,
             max_message_mb=max_message_mb,
             grace_s=grace_seconds,
             drain_s=drain_seconds,
             token=load_token(token_file),
+            tokens=TokenTable.from_dir(tokens_dir) if tokens_dir is not None else TokenTable(),
+            client_token=load_token(client_token_file) if client_token_file else None,
+            insecure_no_auth=insecure_no_auth,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            tls_ca=tls_ca,
         )
     except (TokenError, ValueError) as error:
         typer.echo(str(error), err=True)

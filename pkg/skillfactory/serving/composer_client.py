@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from skillfactory.compose import ComposeOptions, ComposeSummary, ProblemSamples
 from skillfactory.serving.auth import bearer_metadata
+from skillfactory.serving.channels import open_channel
 from skillfactory.serving.logs import current_run_id
 from skillfactory.v1 import composer_pb2, composer_pb2_grpc, data_pb2
 from skillfactory.wire.messages import add_summary, problem_samples_to_proto, record_from_trace
@@ -47,6 +49,7 @@ class ComposerClient:
         address: str,
         token: str | None = None,
         *,
+        tls_ca: Path | None = None,
         timeout_s: float = 300.0,
         max_message_mb: float = 64.0,
         batch_bytes: int = 4 * 1024 * 1024,
@@ -57,7 +60,7 @@ class ComposerClient:
             ("grpc.max_receive_message_length", size),
         ]
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=options)
+        self.channel = open_channel(address, tls_ca, options)
         self.stub = composer_pb2_grpc.ComposerStub(self.channel)
         self.metadata = bearer_metadata(token) if token else ()
         self.timeout_s = timeout_s

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-
-import grpc
+from pathlib import Path
 
 from skillfactory.engines.base import Completion
 from skillfactory.serving.auth import bearer_metadata
+from skillfactory.serving.channels import open_channel
 from skillfactory.tasks import Problem
 from skillfactory.v1 import reward_pb2, reward_pb2_grpc
 from skillfactory.wire.messages import problem_to_proto
@@ -30,6 +30,7 @@ class RewardClient:
         address: str,
         *,
         token: str | None = None,
+        tls_ca: Path | None = None,
         timeout_s: float = 60.0,
         max_message_mb: float = 64.0,
     ) -> None:
@@ -38,7 +39,7 @@ class RewardClient:
             ("grpc.max_send_message_length", size),
             ("grpc.max_receive_message_length", size),
         ]
-        self.channel = grpc.insecure_channel(address, options=options)
+        self.channel = open_channel(address, tls_ca, options)
         self.stub = reward_pb2_grpc.RewardServiceStub(self.channel)
         self.metadata = bearer_metadata(token) if token else ()
         self.timeout_s = timeout_s

@@ -1,6 +1,7 @@
 """Persisted state of the learner's runs: one folder per run under a state directory.
 
-    <state_dir>/runs/<run_id>/status.json   id, name, spec, state, stage, stages, error, times
+    <state_dir>/runs/<run_id>/status.json   id, name, spec, state, stage, stages, error, submitter,
+                                            times
     <state_dir>/runs/<run_id>/events.jsonl  every event of the run, one JSON object a line
 
 `status.json` is rewritten atomically (temp file + rename) on every change; events are appended
@@ -65,6 +66,8 @@ class RunRecord:
     current_stage: str = ""
     policy_version: int = 0
     message: str = ""
+    submitter: str = ""
+    """Name of the caller that submitted it ('' without auth); it and an admin may cancel it."""
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     events: list[RunEventRecord] = field(default_factory=list)
