@@ -38,6 +38,7 @@ from skillfactory.contracts.runspec_proto import run_spec_to_proto
 from skillfactory.models.registry import cache_root
 from skillfactory.queue import open_queue
 from skillfactory.rollout.scaling import Autoscaler, DeploymentScale, ScalingPolicy, backlog
+from skillfactory.run_limits import RunLimits
 from skillfactory.runspec import RedisQueueSpec
 from skillfactory.serving.logs import setup_logging
 from skillfactory.v1 import learner_pb2, run_pb2
@@ -103,6 +104,26 @@ def serve_learner(
         list[Path] | None,
         typer.Option(help="A folder SFT datasets may be read from besides the data root (repeat)."),
     ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Run limit: most GRPO steps (grpo.steps).")
+    ] = None,
+    max_problems: Annotated[
+        int | None, typer.Option(min=1, help="Run limit: most problems of any stage.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Run limit: most tokens of a prompt or response (any stage)."),
+    ] = None,
+    max_samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="Run limit: most samples per problem (group size included)."),
+    ] = None,
+    max_epochs: Annotated[
+        float | None, typer.Option(min=0.001, help="Run limit: most passes over the data.")
+    ] = None,
+    max_spec_bytes: Annotated[
+        int | None, typer.Option(min=1, help="Run limit: largest serialized run spec.")
+    ] = None,
     autoscale_deployment: Annotated[
         str,
         typer.Option(
@@ -150,7 +171,9 @@ def serve_learner(
             url=redis_url, claim_idle_ms=claim_idle_ms, stream_prefix=stream_prefix
         )
         if composer:
-            composer_client = ComposerClient(composer, serving.token)
+            composer_client = ComposerClient(
+                composer, serving.outgoing_token, tls_ca=serving.tls_ca
+            )
         cluster = Cluster(
             queue,
             (weights_dir or state_dir / "weights").resolve(),
@@ -162,8 +185,16 @@ def serve_learner(
             model_roots=tuple(model_root or ()) + (cache_root(),),
             dataset_roots=tuple(dataset_root or ()),
         )
+        limits = RunLimits(
+            max_steps=max_steps,
+            max_problems=max_problems,
+            max_tokens=max_tokens,
+            max_samples=max_samples,
+            max_epochs=max_epochs,
+            max_spec_bytes=max_spec_bytes,
+        )
         server = setup_learner_server(
-            serving, state_dir, cluster=cluster, ranks=ranks, policy=policy
+            serving, state_dir, cluster=cluster, ranks=ranks, policy=policy, limits=limits
         )
     except (ValueError, OSError) as error:
         typer.echo(str(error), err=True)

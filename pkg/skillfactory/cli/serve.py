@@ -135,7 +135,11 @@ def serve_rollout(
         queue = RedisQueueSpec(
             url=redis_url, claim_idle_ms=claim_idle_ms, stream_prefix=stream_prefix
         )
-        client = RewardClient(reward, token=serving.token) if reward else None
+        client = (
+            RewardClient(reward, token=serving.outgoing_token, tls_ca=serving.tls_ca)
+            if reward
+            else None
+        )
         score: GroupScorer = client if client is not None else local_scorer()
         config = SamplerConfig(
             queue,

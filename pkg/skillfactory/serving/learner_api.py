@@ -5,7 +5,9 @@
 queues the run with the `RunController` (`skillfactory.serving.run_controller`), which executes
 runs one at a time. `WatchRun` streams the events after `after_sequence` (so a late watcher gets
 the events so far, then live ones) and ends after the terminal event. Unknown run ids get
-NOT_FOUND. `CancelRun` asks the controller to cancel.
+NOT_FOUND. `CancelRun` asks the controller to cancel; only the caller that submitted the run (the
+same token, `skillfactory.serving.auth`) or an admin may (PERMISSION_DENIED otherwise). A spec over
+the service's run limits (`skillfactory.run_limits`) gets INVALID_ARGUMENT naming the field.
 
 The learner's series are `skillfactory.serving.learner_metrics`. With a `Cluster`, GRPO samples
 with the rollout services' sampler workers over the shared queue
@@ -21,7 +23,9 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from skillfactory.contracts.runspec_proto import run_spec_from_proto
+from skillfactory.run_limits import RunLimits, check_run_limits
 from skillfactory.runspec import InvalidRunSpec
+from skillfactory.serving.auth import current_caller, may_cancel
 from skillfactory.serving.learner_metrics import LearnerMetrics
 from skillfactory.serving.run_controller import EngineFactory, RunController, RunNotFound
 from skillfactory.serving.run_policy import RunPolicy
@@ -93,8 +97,9 @@ def event_proto(run_id: str, event: RunEventRecord) -> run_pb2.RunEvent:
 class LearnerServicer(learner_pb2_grpc.LearnerServicer):
     """`Learner` over a `RunController`."""
 
-    def __init__(self, controller: RunController) -> None:
+    def __init__(self, controller: RunController, limits: RunLimits | None = None) -> None:
         self.controller = controller
+        self.limits = limits or RunLimits()
 
     def _get(self, run_id: str, context: grpc.ServicerContext) -> RunRecord:
         try:
@@ -108,8 +113,11 @@ class LearnerServicer(learner_pb2_grpc.LearnerServicer):
     ) -> learner_pb2.SubmitRunResponse:
         if not request.HasField("spec"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: a run spec is required")
+        caller = current_caller()
         try:
-            record = self.controller.submit(run_spec_from_proto(request.spec))
+            spec = run_spec_from_proto(request.spec)
+            check_run_limits(spec, self.limits, request.spec.ByteSize())
+            record = self.controller.submit(spec, submitter=caller.name if caller else "")
         except InvalidRunSpec as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         return learner_pb2.SubmitRunResponse(run_id=record.run_id)
@@ -139,7 +147,13 @@ class LearnerServicer(learner_pb2_grpc.LearnerServicer):
     def CancelRun(  # noqa: N802
         self, request: learner_pb2.CancelRunRequest, context: grpc.ServicerContext
     ) -> run_pb2.RunStatus:
-        self._get(request.run_id, context)
+        record = self._get(request.run_id, context)
+        if not may_cancel(current_caller(), record.submitter):
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"run {request.run_id!r} was submitted by another caller: only it or an admin "
+                "may cancel it",
+            )
         return status_proto(self.controller.cancel(request.run_id, request.reason))
 
     def WatchRun(  # noqa: N802
@@ -171,6 +185,7 @@ class LearnerServer(ServiceServer):
         cluster: Cluster | None = None,
         ranks: RankGroup | None = None,
         policy: RunPolicy | None = None,
+        limits: RunLimits | None = None,
     ) -> None:
         super().__init__("learner", config)
         self.run_stop_timeout_s = run_stop_timeout_s
@@ -182,7 +197,7 @@ class LearnerServer(ServiceServer):
             ranks,
             policy,
         )
-        self.servicer = LearnerServicer(self.controller)
+        self.servicer = LearnerServicer(self.controller, limits)
         self.add_service(SERVICE_NAME, self.servicer.add_to)
 
     def start(self) -> None:
@@ -202,10 +217,18 @@ def setup_learner_server(
     cluster: Cluster | None = None,
     ranks: RankGroup | None = None,
     policy: RunPolicy | None = None,
+    limits: RunLimits | None = None,
 ) -> LearnerServer:
     """A learner server (not started yet) over the runs stored in `state_dir`; with a `cluster`,
     GRPO samples with the sampler workers of the rollout services instead of in process; with
-    `ranks` (rank 0 of a torchrun learner), SFT and GRPO bring the other ranks along."""
+    `ranks` (rank 0 of a torchrun learner), SFT and GRPO bring the other ranks along; `limits`
+    bound what a submitted spec may ask for (`skillfactory.run_limits`)."""
     return LearnerServer(
-        config, state_dir, engine_factory, cluster=cluster, ranks=ranks, policy=policy
+        config,
+        state_dir,
+        engine_factory,
+        cluster=cluster,
+        ranks=ranks,
+        policy=policy,
+        limits=limits,
     )

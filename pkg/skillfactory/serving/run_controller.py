@@ -156,8 +156,9 @@ class RunController:
 
     # API -------------------------------------------------------------------------------------
 
-    def submit(self, spec: RunSpec) -> RunRecord:
-        """Queue a run of `spec` as the policy admits it (`InvalidRunSpec` when it does not)."""
+    def submit(self, spec: RunSpec, submitter: str = "") -> RunRecord:
+        """Queue a run of `spec` as the policy admits it (`InvalidRunSpec` when it does not);
+        `submitter` names the caller (`skillfactory.serving.auth`), who may cancel it."""
         run_id = uuid.uuid4().hex[:12]
         spec = admit(spec, self.policy, run_id)
         stages: dict[str, StageRecord] = {
@@ -168,6 +169,7 @@ class RunController:
             name=spec.name,
             spec=spec.model_dump(mode="json"),
             stages=stages,
+            submitter=submitter,
         )
         with self._cond:
             self._runs[record.run_id] = record
