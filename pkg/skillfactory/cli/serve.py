@@ -37,6 +37,7 @@ from skillfactory.cli.serve_ray import serve_rollout_ray
 from skillfactory.engines.setup import setup_engine
 from skillfactory.engines.simulated import TokenDelayEngine
 from skillfactory.models.registry import ModelUnavailableError
+from skillfactory.rollout.limits import GenerationLimits
 from skillfactory.rollout.scoring import GroupScorer, local_scorer
 from skillfactory.runspec import RedisQueueSpec
 
@@ -91,6 +92,18 @@ def serve_rollout(
             "and short names always pass. Default: the working directory and the model cache."
         ),
     ] = None,
+    max_tokens_limit: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Most new tokens a request (Generate, a queued task) may ask for."
+        ),
+    ] = GenerationLimits.max_tokens,
+    max_n_limit: Annotated[
+        int, typer.Option(min=1, help="Most completions per prompt a request may ask for.")
+    ] = GenerationLimits.max_n,
+    max_prompts_limit: Annotated[
+        int, typer.Option(min=1, help="Most prompts one Generate call may carry.")
+    ] = GenerationLimits.max_prompts,
     simulated_token_delay_ms: SimulatedDelayOption = 0.0,
     engine: EngineOption = "transformers",
     device: DeviceOption = "auto",
@@ -127,8 +140,16 @@ def serve_rollout(
     except (ModelUnavailableError, OSError) as error:
         typer.echo(f"cannot load the model {model!r}: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
+    limits = GenerationLimits(
+        max_tokens=max_tokens_limit, max_n=max_n_limit, max_prompts=max_prompts_limit
+    )
     server, servicer = setup_rollout_server(
-        serving, generator, model=model, max_batch_size=max_batch_size, engine_factory=factory
+        serving,
+        generator,
+        model=model,
+        max_batch_size=max_batch_size,
+        engine_factory=factory,
+        limits=limits,
     )
     pool, client = None, None
     if redis_url and samplers + generators > 0:
@@ -148,6 +169,7 @@ def serve_rollout(
             seed=seed,
             generators=generators,
             model_roots=tuple(model_root or ()),
+            limits=limits,
         )
         pool = SamplerPool(
             config,

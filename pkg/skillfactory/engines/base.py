@@ -20,7 +20,8 @@ behaviour policy's logprobs when sampling at temperature 1.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -108,11 +109,33 @@ def prompt_seeds(params: SamplingParams, count: int) -> list[int] | None:
     return [params.seed + i for i in range(count)]
 
 
+ShouldStop = Callable[[], bool]
+"""Asked between decode steps by an interruptible engine: True ends every row of the call now,
+with finish reason "abort" (its callers are gone: a cancelled or timed-out request)."""
+
+
+def interruptible(engine: Engine) -> bool:
+    """Whether `engine.generate` takes `should_stop=` (the transformers and simulated engines;
+    vLLM's offline engine finishes the call it started). Read from the signature, so a subclass
+    that overrides `generate` without it is not taken for one."""
+    try:
+        return "should_stop" in inspect.signature(engine.generate).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def generate_with(
-    engine: Engine, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int] | None
+    engine: Engine,
+    prompts: Sequence[Prompt],
+    params: SamplingParams,
+    seeds: Sequence[int] | None,
+    should_stop: ShouldStop | None = None,
 ) -> list[list[Completion]]:
     """`engine.generate`, passing per-prompt seeds only when there are some (engines written
-    before seeds existed take two arguments)."""
+    before seeds existed take two arguments), and `should_stop` to an engine that can stop."""
+    if should_stop is not None and interruptible(engine):
+        generate: Any = engine.generate
+        return list(generate(prompts, params, seeds, should_stop=should_stop))
     if seeds is None:
         return engine.generate(prompts, params)
     return engine.generate(prompts, params, seeds)

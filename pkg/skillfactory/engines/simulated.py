@@ -17,6 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from skillfactory.engines.base import (
     Completion,
@@ -24,6 +25,7 @@ from skillfactory.engines.base import (
     FinishReason,
     Prompt,
     SamplingParams,
+    ShouldStop,
     Weights,
     generate_with,
     prompt_seeds,
@@ -48,20 +50,54 @@ class TokenDelayEngine:
         prompts: Sequence[Prompt],
         params: SamplingParams,
         seeds: Sequence[int] | None = None,
+        *,
+        should_stop: ShouldStop | None = None,
     ) -> list[list[Completion]]:
         started = time.perf_counter()
         results = generate_with(self.engine, prompts, params, seeds)
-        steps = max((len(c.token_ids) for group in results for c in group), default=0)
-        remaining = steps * self.seconds_per_token - (time.perf_counter() - started)
-        if remaining > 0:
-            time.sleep(remaining)
-        return results
+        return decode_for(results, started, self.seconds_per_token, should_stop)
 
     def load_weights(self, weights: Weights, version: int) -> None:
         self.engine.load_weights(weights, version)
 
     def close(self) -> None:
         self.engine.close()
+
+
+STOP_POLL_S = 0.05
+"""How often a simulated decode asks `should_stop`."""
+
+
+def decode_for(
+    results: list[list[Completion]],
+    started: float,
+    seconds_per_token: float,
+    should_stop: ShouldStop | None,
+) -> list[list[Completion]]:
+    """Last until the call has taken `seconds_per_token` × its longest completion's tokens, as a
+    batched decoder would; when `should_stop()` turns true first, rows longer than the steps
+    decoded so far are cut there with finish reason "abort"."""
+    steps = max((len(c.token_ids) for group in results for c in group), default=0)
+    end = started + steps * seconds_per_token
+    while (left := end - time.perf_counter()) > 0:
+        if should_stop is not None and should_stop():
+            done = int((time.perf_counter() - started) / seconds_per_token)
+            return [[cut(c, done) for c in group] for group in results]
+        time.sleep(min(left, STOP_POLL_S) if should_stop is not None else left)
+    return results
+
+
+def cut(completion: Completion, steps: int) -> Completion:
+    """`completion` as far as `steps` decode steps got (unchanged if it was done by then)."""
+    if len(completion.token_ids) <= steps:
+        return completion
+    return replace(
+        completion,
+        token_ids=completion.token_ids[:steps],
+        logprobs=completion.logprobs[:steps],
+        text="",  # a cut row's text is not known without a tokenizer; nobody reads an aborted one
+        finish_reason="abort",
+    )
 
 
 ANSWERS = ("A", "B", "C", "D", "E", *(str(n) for n in range(1, 13)))
@@ -92,6 +128,8 @@ class SeededTextEngine:
         prompts: Sequence[Prompt],
         params: SamplingParams,
         seeds: Sequence[int] | None = None,
+        *,
+        should_stop: ShouldStop | None = None,
     ) -> list[list[Completion]]:
         started = time.perf_counter()
         seeds = seeds if seeds is not None else prompt_seeds(params, len(prompts))
@@ -99,11 +137,7 @@ class SeededTextEngine:
             [self._completion(prompt, seed, k, params) for k in range(params.n)]
             for prompt, seed in zip(prompts, seeds or [0] * len(prompts), strict=True)
         ]
-        steps = max((len(c.token_ids) for group in results for c in group), default=0)
-        remaining = steps * self.seconds_per_token - (time.perf_counter() - started)
-        if remaining > 0:
-            time.sleep(remaining)
-        return results
+        return decode_for(results, started, self.seconds_per_token, should_stop)
 
     def _completion(self, prompt: Prompt, seed: int, k: int, params: SamplingParams) -> Completion:
         text_of_prompt = (

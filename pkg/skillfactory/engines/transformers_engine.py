@@ -23,6 +23,7 @@ from skillfactory.engines.base import (
     FinishReason,
     Prompt,
     SamplingParams,
+    ShouldStop,
     Weights,
     encode_prompt,
     truncate_at_stop,
@@ -49,14 +50,23 @@ class StopWatcher:
     than the longest stop string), so a step costs the same however long the row has grown.
     """
 
-    def __init__(self, tokenizer: Any, eos_ids: set[int], params: SamplingParams) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        eos_ids: set[int],
+        params: SamplingParams,
+        should_stop: ShouldStop | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.params = params
         self.window = max((len(s) for s in params.stop), default=0) + 4
+        self.should_stop = should_stop
 
     def finish_reason(self, row: Row) -> FinishReason | None:
         """Why `row` is finished after its latest token, or None if it goes on."""
+        if self.should_stop is not None and self.should_stop():
+            return "abort"
         if row.tokens[-1] in self.eos_ids:
             return "stop"
         if self.params.stop:
@@ -143,14 +153,17 @@ class TransformersEngine:
         prompts: Sequence[Prompt],
         params: SamplingParams,
         seeds: Sequence[int] | None = None,
+        *,
+        should_stop: ShouldStop | None = None,
     ) -> list[list[Completion]]:
         """`params.n` completions for each prompt, in prompt order; with `seeds`, prompt i's
-        rows draw from their own generator seeded with `seeds[i]`."""
+        rows draw from their own generator seeded with `seeds[i]`; once `should_stop()` is true,
+        every row still going ends with finish reason "abort"."""
         encoded = [self.encode(p) for p in prompts]
         results: list[list[Completion]] = [[] for _ in prompts]
         streams = self._streams(params, seeds, len(prompts))
         for batch in self._batches(encoded, params.n):
-            self._decode(batch, params, streams)
+            self._decode(batch, params, streams, should_stop)
             for row in batch:
                 results[row.prompt_index].append(self._completion(row, params))
         return results
@@ -183,8 +196,9 @@ class TransformersEngine:
         rows: list[Row],
         params: SamplingParams,
         streams: torch.Generator | dict[int, torch.Generator],
+        should_stop: ShouldStop | None = None,
     ) -> None:
-        watcher = StopWatcher(self.tokenizer, self.eos_ids, params)
+        watcher = StopWatcher(self.tokenizer, self.eos_ids, params, should_stop)
         if self._static_decoder is not None:
             self._static_decoder.decode(rows, params, streams, watcher, self.pad_id)
         else:

@@ -66,6 +66,14 @@ class Work:
     state: EngineState
     submitted: float = field(default_factory=time.perf_counter)
     future: Future[list[list[Completion]]] = field(default_factory=Future)
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    """Set when its caller is gone (cancelled, past its deadline): see `abandon`."""
+
+    def abandon(self) -> None:
+        """Nobody waits for this work any more: it is dropped if not started, and a call serving
+        only abandoned works stops at its next decode step (an interruptible engine)."""
+        self.abandoned.set()
+        self.future.cancel()
 
     @property
     def rows(self) -> int:
@@ -180,7 +188,8 @@ class EngineBatcher:
         return future.result(timeout=timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop after the work in hand; waiting work fails with `RuntimeError`."""
+        """Stop: the call in hand ends at its next decode step (an interruptible engine) and its
+        works, like all waiting work, fail with `RuntimeError`."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
@@ -212,7 +221,8 @@ class EngineBatcher:
             if self._closed:
                 for item in self._waiting:
                     future = item.future if isinstance(item, Work) else item[1]
-                    future.set_exception(RuntimeError("the engine batcher is closed"))
+                    if not future.cancelled():
+                        future.set_exception(RuntimeError("the engine batcher is closed"))
                 self._waiting.clear()
                 return None
             first = self._waiting[0]
@@ -263,13 +273,18 @@ class EngineBatcher:
         except BaseException as error:  # handed to the caller
             future.set_exception(error)
 
-    def _serve(self, works: list[Work]) -> None:
+    def _serve(self, taken: list[Work]) -> None:
+        works = [work for work in taken if work.future.set_running_or_notify_cancel()]
+        if not works:  # every one abandoned while it waited
+            return
         started = time.perf_counter()
         for work in works:
             self.observer.waited(started - work.submitted)
         try:
             engine = self._prepare(works[0].state)
             results = self._generate(engine, works)
+            if self._closed:
+                raise RuntimeError("the engine batcher closed during the call")
         except BaseException as error:  # every caller of the call gets it
             for work in works:
                 work.future.set_exception(error)
@@ -299,7 +314,11 @@ class EngineBatcher:
     def _generate(self, engine: Engine, works: list[Work]) -> list[list[Completion]]:
         prompts = [p for w in works for p in w.prompts]
         params = works[0].params
+
+        def should_stop() -> bool:
+            return self._closed or all(work.abandoned.is_set() for work in works)
+
         if len(works) == 1:
-            return generate_with(engine, prompts, params, works[0].seeds)
+            return generate_with(engine, prompts, params, works[0].seeds, should_stop)
         seeds = [s for w in works for s in w.merged_seeds()]
-        return generate_with(engine, prompts, replace(params, seed=None), seeds)
+        return generate_with(engine, prompts, replace(params, seed=None), seeds, should_stop)

@@ -21,7 +21,7 @@ from skillfactory.rollout.streams import (
     GENERATIONS_STREAM,
     GENERATORS_GROUP,
 )
-from skillfactory.rollout.worker import SamplerMetrics, TaskWorker
+from skillfactory.rollout.worker import Admission, SamplerMetrics, TaskWorker
 from skillfactory.v1 import data_pb2
 from skillfactory.wire.messages import (
     InvalidMessage,
@@ -66,8 +66,7 @@ class GenerationWorker(TaskWorker[data_pb2.GenerationTask]):
         claim_idle_s: float = 60.0,
         metrics: SamplerMetrics | None = None,
         backoff_s: float = 1.0,
-        max_deliveries: int = 5,
-        model_allowed: Callable[[str], bool] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         super().__init__(
             queue,
@@ -76,8 +75,7 @@ class GenerationWorker(TaskWorker[data_pb2.GenerationTask]):
             claim_idle_s=claim_idle_s,
             metrics=metrics,
             backoff_s=backoff_s,
-            max_deliveries=max_deliveries,
-            model_allowed=model_allowed,
+            admission=admission,
         )
         self.generate = generate
         self.results_pushed = 0
@@ -91,12 +89,10 @@ class GenerationWorker(TaskWorker[data_pb2.GenerationTask]):
         if not (task.messages or task.text):
             return "invalid: a generation task needs a prompt"
         try:
-            sampling_of(task)
+            params = sampling_of(task)
         except InvalidMessage as error:
             return f"invalid: {error}"
-        if not self.model_allowed(task.model_uri):
-            return f"invalid: {task.model_uri!r} is outside this service's model roots"
-        return None
+        return self.admission.refusal(params, [task.model_uri], [task_prompt(task)])
 
     def serve(self, batch: Sequence[tuple[Entry, data_pb2.GenerationTask]]) -> int:
         """Generate every task's completions in one request, queue the results, ack."""

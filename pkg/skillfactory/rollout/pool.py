@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,15 @@ from typing import Any
 from skillfactory.models.registry import cache_root, model_allowed
 from skillfactory.queue.redis_streams import RedisStreamsQueue
 from skillfactory.rollout.generation_worker import GenerateFor, GenerationWorker
+from skillfactory.rollout.limits import GenerationLimits
 from skillfactory.rollout.scoring import GroupScorer
-from skillfactory.rollout.worker import SamplerMetrics, SamplerWorker, TaskGenerate, TaskWorker
+from skillfactory.rollout.worker import (
+    Admission,
+    SamplerMetrics,
+    SamplerWorker,
+    TaskGenerate,
+    TaskWorker,
+)
 from skillfactory.runspec import RedisQueueSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +51,8 @@ class SamplerConfig:
     model_roots: tuple[Path, ...] = ()
     """Folders a task may name models and weight stores in (hub ids and short names always
     pass); empty: the working directory and the model cache."""
+    limits: GenerationLimits = GenerationLimits()
+    """Per-request caps; a task over one goes to the dead letters."""
     generation_tasks_per_call: int = 4
     """Generation tasks one worker takes at a time (small, so that a call's tasks spread over
     every replica instead of piling on the first workers to ask)."""
@@ -63,7 +73,10 @@ class SamplerPool:
         self.config = config
         self.queue = RedisStreamsQueue.from_spec(config.queue)
         prefix = name or f"{socket.gethostname()}-{os.getpid()}"
-        allowed = model_allowed(config.model_roots or (Path.cwd(), cache_root()))
+        admission = Admission(
+            model_allowed=model_allowed(config.model_roots or (Path.cwd(), cache_root())),
+            limits=config.limits,
+        )
         self.workers: list[TaskWorker[Any]] = [
             SamplerWorker(
                 self.queue,
@@ -74,7 +87,7 @@ class SamplerPool:
                 claim_idle_s=config.queue.claim_idle_ms / 1000,
                 seed=config.seed,
                 metrics=metrics,
-                model_allowed=allowed,
+                admission=admission,
             )
             for i in range(config.workers)
         ]
@@ -87,7 +100,7 @@ class SamplerPool:
                     tasks_per_call=config.generation_tasks_per_call,
                     claim_idle_s=config.queue.claim_idle_ms / 1000,
                     metrics=metrics,
-                    model_allowed=allowed,
+                    admission=admission,
                 )
                 for i in range(config.generators)
             ]
@@ -99,8 +112,10 @@ class SamplerPool:
         log.info("sampler workers started", extra={"workers": len(self.workers)})
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """Let each worker finish its batch, then close the queue."""
+        """Let the workers finish their batches, all within `timeout_s`, then close the queue
+        (a worker still busy then is a daemon thread; its tasks stay pending for others)."""
         self._stop.set()
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(timeout_s)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self.queue.close()

@@ -23,11 +23,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from skillfactory.engines.base import Completion, Prompt, SamplingParams
 from skillfactory.queue import Entry, Queue, UndecodablePayload, put_message, read_messages
+from skillfactory.rollout.limits import GenerationLimits
 from skillfactory.rollout.sampler import grpo_prompt, make_group
 from skillfactory.rollout.scoring import GroupScorer
 from skillfactory.rollout.streams import (
@@ -118,6 +119,29 @@ def compatible(a: data_pb2.RolloutTask, b: data_pb2.RolloutTask) -> bool:
     ) and a.sampling == b.sampling
 
 
+@dataclass(frozen=True)
+class Admission:
+    """Which queued tasks a worker serves; the others go to the dead letters with the reason."""
+
+    max_deliveries: int = 5
+    """A task delivered more often than this without being acked (it crashes or stalls every
+    worker that takes it) goes to the dead letters."""
+    model_allowed: Callable[[str], bool] = lambda uri: True
+    """Whether a task may name this model or weight store (the service's model roots)."""
+    limits: GenerationLimits = field(default_factory=GenerationLimits)
+    """The service's per-request caps (`max_tokens`, `n`, prompts)."""
+
+    def refusal(
+        self, params: SamplingParams, uris: Sequence[str], prompts: Sequence[Prompt] = ()
+    ) -> str | None:
+        """Why a task asking for `params` on `prompts`, naming `uris`, is not served."""
+        for uri in uris:
+            if uri and not self.model_allowed(uri):
+                return f"invalid: {uri!r} is outside this service's model roots"
+        over = self.limits.refusal(params, prompts)
+        return f"over-limit: {over}" if over else None
+
+
 class TaskWorker(Generic[Task]):
     """One worker loop over a task stream: reclaim a dead worker's tasks, take new ones, serve
     compatible ones together, ack only what was served; `serve` is the subclass's."""
@@ -136,14 +160,10 @@ class TaskWorker(Generic[Task]):
         claim_idle_s: float = 60.0,
         metrics: SamplerMetrics | None = None,
         backoff_s: float = 1.0,
-        max_deliveries: int = 5,
-        model_allowed: Callable[[str], bool] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.queue = queue
-        self.max_deliveries = max_deliveries
-        """A task delivered more often than this without being acked goes to the dead letters."""
-        self.model_allowed = model_allowed or (lambda uri: True)
-        """Whether a task may name this model or weight store (the service's roots)."""
+        self.admission = admission or Admission()
         self.dead_lettered = 0
         self.worker_id = worker_id
         self.tasks_per_call = max(1, tasks_per_call)
@@ -201,7 +221,7 @@ class TaskWorker(Generic[Task]):
         kept = []
         for entry, task in tasks:
             reason = self.problem(task)
-            if entry.deliveries > self.max_deliveries:
+            if entry.deliveries > self.admission.max_deliveries:
                 reason = f"delivered {entry.deliveries} times"
             if reason is None:
                 kept.append((entry, task))
@@ -294,8 +314,7 @@ class SamplerWorker(TaskWorker[data_pb2.RolloutTask]):
         seed: int = 0,
         metrics: SamplerMetrics | None = None,
         backoff_s: float = 1.0,
-        max_deliveries: int = 5,
-        model_allowed: Callable[[str], bool] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         super().__init__(
             queue,
@@ -304,8 +323,7 @@ class SamplerWorker(TaskWorker[data_pb2.RolloutTask]):
             claim_idle_s=claim_idle_s,
             metrics=metrics,
             backoff_s=backoff_s,
-            max_deliveries=max_deliveries,
-            model_allowed=model_allowed,
+            admission=admission,
         )
         self.generate = generate
         self.score = score
@@ -321,13 +339,14 @@ class SamplerWorker(TaskWorker[data_pb2.RolloutTask]):
         if task.n < 2:
             return "invalid: a GRPO group needs n ≥ 2"
         try:
-            sampling_of(task)
+            params = sampling_of(task)
         except InvalidMessage as error:
             return f"invalid: {error}"
-        for uri in (task.model_uri, task.weights_uri):
-            if uri and not self.model_allowed(uri):
-                return f"invalid: {uri!r} is outside this service's model roots"
-        return None
+        try:
+            prompt = grpo_prompt(problem_from_proto(task.problem))
+        except InvalidMessage as error:
+            return f"invalid: {error}"
+        return self.admission.refusal(params, [task.model_uri, task.weights_uri], [prompt])
 
     def serve(self, batch: Sequence[tuple[Entry, data_pb2.RolloutTask]]) -> int:
         """Sample, grade and queue the groups of compatible tasks, then ack them."""

@@ -10,6 +10,10 @@
   arrive out of order); a torn, tampered or pruned folder, or weights that do not fit the model,
   answer FAILED_PRECONDITION with the reason and leave the engine as it was.
 - `GetPolicyVersion` answers the version in use and the model's name (-1: no model yet).
+- Every request is held to the service's `GenerationLimits` (`max_tokens`, `n`, prompts; over one:
+  INVALID_ARGUMENT naming it), and a caller that cancels or whose deadline passes abandons its
+  work: dropped if waiting, and an engine call serving only abandoned work stops at its next
+  decode step (so SIGTERM's grace period, which cancels calls in flight, ends a long call too).
 - `generate_task` is the engine call of the service's sampler workers
   (`skillfactory.rollout.worker`): the `EngineSlot` builds the engine on the task's model
   (a service may start without one), rebuilds it for a new learner epoch, and catches up to the
@@ -44,13 +48,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from skillfactory.engines.base import Completion, Engine, Prompt, SamplingParams
-from skillfactory.rollout.batcher import EngineBatcher, EngineState
+from skillfactory.rollout.batcher import EngineBatcher, EngineState, Work
 from skillfactory.rollout.engine_slot import EngineFactory, EngineSlot, NoModelLoaded
+from skillfactory.rollout.limits import GenerationLimits
 from skillfactory.serving.logs import bind_run_id
 from skillfactory.serving.server import ServiceServer, ServingConfig
 from skillfactory.v1 import data_pb2, rollout_pb2, rollout_pb2_grpc
@@ -172,6 +178,48 @@ def prompts_of(request: rollout_pb2.GenerateRequest) -> list[Prompt]:
     return list(request.prompts)
 
 
+class Abandoned(Exception):
+    """The caller of a request is gone (`code`: CANCELLED, or DEADLINE_EXCEEDED past its
+    deadline); its work was dropped or stopped."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+WAIT_SLICE_S = 0.1
+"""How often a request waiting for its engine call checks that its caller is still there."""
+
+
+def wait_for(works: Sequence[Work], context: grpc.ServicerContext | None) -> list[list[Completion]]:
+    """The works' completions, in order; when the caller cancels or its deadline passes first,
+    every work is abandoned (`Work.abandon`) and `Abandoned` raised."""
+    results: list[list[Completion]] = []
+    for work in works:
+        while True:
+            try:
+                results += work.future.result(timeout=None if context is None else WAIT_SLICE_S)
+                break
+            except FutureTimeout:
+                assert context is not None
+                gone = caller_gone(context)
+                if gone is not None:
+                    for abandoned in works:
+                        abandoned.abandon()
+                    raise gone from None
+    return results
+
+
+def caller_gone(context: grpc.ServicerContext) -> Abandoned | None:
+    """Why nobody waits for this call's answer any more (None: the caller still does)."""
+    left = context.time_remaining()
+    if left is not None and left <= 0:
+        return Abandoned(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed")
+    if not context.is_active():
+        return Abandoned(grpc.StatusCode.CANCELLED, "the call was cancelled")
+    return None
+
+
 class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
     """`Rollout` over one engine."""
 
@@ -184,11 +232,14 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         max_batch_size: int = 64,
         registry: CollectorRegistry | None = None,
         linger_s: float = 0.02,
+        limits: GenerationLimits | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.slot = EngineSlot(engine_factory, engine, model)
         self.max_batch_size = max_batch_size
+        self.limits = limits or GenerationLimits()
+        """Per-request caps; a request over one is answered INVALID_ARGUMENT."""
         self.metrics = RolloutMetrics(registry) if registry is not None else None
         self.batcher = EngineBatcher(
             self.slot, max_batch_size, linger_s=linger_s, observer=self.metrics
@@ -224,17 +275,17 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         params: SamplingParams,
         seeds: Sequence[int] | None = None,
         state: EngineState | None = None,
+        context: grpc.ServicerContext | None = None,
     ) -> list[list[Completion]]:
         """The prompts' completions, each chunk of at most `max_batch_size` rows a work the
         batcher may merge with others'. The chunks are queued together, so a weight load asked
-        for meanwhile lands after all of them: one policy version for the whole request."""
+        for meanwhile lands after all of them: one policy version for the whole request. With
+        the RPC's `context`, the work is abandoned when the caller goes (`wait_for`)."""
         chunks = [
             ([prompts[i] for i in indices], None if seeds is None else [seeds[i] for i in indices])
             for indices in self.chunks(len(prompts), params.n)
         ]
-        results: list[list[Completion]] = []
-        for work in self.batcher.submit_all(chunks, params, state):
-            results += work.future.result()
+        results = wait_for(self.batcher.submit_all(chunks, params, state), context)
         if self.metrics is not None:
             self.metrics.prompts.inc(len(prompts))
             self.metrics.completions.inc(sum(len(group) for group in results))
@@ -246,14 +297,21 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         if self.metrics is not None:
             self.metrics.requests.labels(method).inc()
         sampling = request.sampling if request.HasField("sampling") else None
-        return prompts_of(request), sampling_from_proto(sampling, int(request.n))
+        prompts, params = prompts_of(request), sampling_from_proto(sampling, int(request.n))
+        over = self.limits.refusal(params, prompts)
+        if over is not None:
+            raise InvalidRequest(over)
+        return prompts, params
 
-    def generate(self, request: rollout_pb2.GenerateRequest) -> rollout_pb2.GenerateResponse:
-        """All prompts' completions, sampled with one policy version."""
+    def generate(
+        self, request: rollout_pb2.GenerateRequest, context: grpc.ServicerContext | None = None
+    ) -> rollout_pb2.GenerateResponse:
+        """All prompts' completions, sampled with one policy version; stops when the caller
+        cancels or its deadline passes (`Abandoned`)."""
         prompts, params = self._prepare(request, "Generate")
         self.slot.engine  # noqa: B018 (NoModelLoaded before anything was loaded)
         response = rollout_pb2.GenerateResponse()
-        for index, completions in enumerate(self._submit(prompts, params)):
+        for index, completions in enumerate(self._submit(prompts, params, context=context)):
             response.results.append(_prompt_completions(index, completions))
         response.policy_version = self.engine.policy_version
         return response
@@ -266,10 +324,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         prompts, params = self._prepare(request, "GenerateStream")
         self.slot.engine  # noqa: B018 (NoModelLoaded before anything was loaded)
         for indices in self.chunks(len(prompts), params.n):
-            if context is not None and not context.is_active():
-                log.info("stream cancelled by the client", extra={"done": indices.start})
-                return
-            results = self._submit([prompts[i] for i in indices], params)
+            results = self._submit([prompts[i] for i in indices], params, context=context)
             for index, completions in zip(indices, results, strict=True):
                 yield _prompt_completions(index, completions)
 
@@ -339,11 +394,14 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
     ) -> rollout_pb2.GenerateResponse:
         with bind_run_id(request.run_id or None):
             try:
-                return self.generate(request)
+                return self.generate(request, context)
             except InvalidMessage as error:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             except NoModelLoaded as error:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            except Abandoned as gone:
+                log.info("generation abandoned", extra={"reason": str(gone)})
+                context.abort(gone.code, str(gone))
             raise AssertionError("unreachable")
 
     def GenerateStream(  # noqa: N802
@@ -356,6 +414,9 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             except NoModelLoaded as error:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            except Abandoned as gone:
+                log.info("generation stream abandoned", extra={"reason": str(gone)})
+                context.abort(gone.code, str(gone))
 
     def UpdateWeights(  # noqa: N802
         self, request: rollout_pb2.UpdateWeightsRequest, context: grpc.ServicerContext
@@ -398,6 +459,7 @@ def setup_rollout_server(
     model: str = "",
     max_batch_size: int = 64,
     engine_factory: EngineFactory | None = None,
+    limits: GenerationLimits | None = None,
 ) -> tuple[ServiceServer, RolloutServicer]:
     """A rollout server (not started yet) over `engine` (or, when None, the engine that
     `engine_factory` builds on the first rollout task's model), with its servicer and metrics."""
@@ -408,6 +470,7 @@ def setup_rollout_server(
         model=model,
         max_batch_size=max_batch_size,
         registry=server.metrics.registry,
+        limits=limits,
     )
     server.add_service(SERVICE_NAME, servicer.add_to)
     return server, servicer

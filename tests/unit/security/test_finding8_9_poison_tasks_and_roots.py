@@ -23,7 +23,7 @@ from skillfactory.rollout.streams import (
     PROMPTS_STREAM,
     SAMPLERS_GROUP,
 )
-from skillfactory.rollout.worker import SamplerWorker
+from skillfactory.rollout.worker import Admission, SamplerWorker
 from skillfactory.tasks import Problem
 from skillfactory.v1 import data_pb2
 from skillfactory.wire.messages import generation_task, problem_to_proto, sampling_to_proto
@@ -68,8 +68,9 @@ def sampler(queue: InProcessQueue, engine: Counting, roots: Sequence[Path] = ())
         worker_id="w",
         tasks_per_call=8,
         backoff_s=0.0,
-        max_deliveries=3,
-        model_allowed=model_allowed(roots) if roots else None,
+        admission=Admission(
+            max_deliveries=3, model_allowed=model_allowed(roots) if roots else lambda uri: True
+        ),
     )
 
 
@@ -121,9 +122,8 @@ def test_a_task_naming_a_model_outside_the_roots_builds_nothing(tmp_path: Path) 
     assert "'/etc' is outside" in letter.reason
     generation = generation_task("r", "e", "t0", "/root/.ssh", "hi", SamplingParams(seed=1))
     put_message(queue, GENERATIONS_STREAM, generation)
-    worker = GenerationWorker(
-        queue, engine, worker_id="g", backoff_s=0.0, model_allowed=model_allowed([tmp_path])
-    )
+    allowed = Admission(model_allowed=model_allowed([tmp_path]))
+    worker = GenerationWorker(queue, engine, worker_id="g", backoff_s=0.0, admission=allowed)
     worker.step(block_s=0)
     assert queue.pending(GENERATIONS_STREAM, GENERATORS_GROUP) == 0
     (letter,) = dead_letters(queue)
