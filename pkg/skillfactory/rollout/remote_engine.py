@@ -30,6 +30,7 @@ from dataclasses import replace
 from skillfactory.engines.base import Completion, Prompt, SamplingParams, Weights, prompt_seeds
 from skillfactory.queue import Entry, Queue, UndecodablePayload, put_messages, read_messages
 from skillfactory.rollout.streams import (
+    DEAD_LETTER_STREAM,
     GENERATED_STREAM,
     GENERATIONS_STREAM,
     ORCHESTRATOR_GROUP,
@@ -148,7 +149,8 @@ class RemoteEngine:
                 raise GenerationStalled(
                     f"no generation result for {self.stall_timeout_s:.0f} s "
                     f"({len(answers)}/{len(wanted)} answered): is a rollout service serving "
-                    f"the {GENERATIONS_STREAM!r} stream with model {self.model_uri!r}?"
+                    f"the {GENERATIONS_STREAM!r} stream with model {self.model_uri!r}, and "
+                    f"are the tasks within its limits (see the {DEAD_LETTER_STREAM!r} stream)?"
                 )
         return answers
 
