@@ -88,9 +88,13 @@ def check_run_limits(spec: RunSpec, limits: RunLimits, spec_bytes: int | None = 
             if value > bound:
                 message = f"more than the learner's limit ({limit} = {bound})"
                 problems.append(SpecProblem(path=path, value=value, message=message))
-    if limits.max_spec_bytes is not None and spec_bytes is not None:
-        if spec_bytes > limits.max_spec_bytes:
-            message = f"{spec_bytes} bytes, more than the learner's limit ({limits.max_spec_bytes})"
-            problems.append(SpecProblem(path="<spec>", value=spec_bytes, message=message))
+    too_big = (
+        limits.max_spec_bytes is not None
+        and spec_bytes is not None
+        and spec_bytes > limits.max_spec_bytes
+    )
+    if too_big:
+        message = f"{spec_bytes} bytes, more than the learner's limit ({limits.max_spec_bytes})"
+        problems.append(SpecProblem(path="<spec>", value=spec_bytes, message=message))
     if problems:
         raise InvalidRunSpec(problems)
