@@ -41,14 +41,15 @@ def comparison_table(summary: dict[str, Any], spec: RunSpec) -> Any:
     names = {label: method_name(spec.baseline, label, spec.data.composition) for label in summary}
     table = Table(
         title=f"{' / '.join(names.values())} on held-out problems",
-        caption="accuracy per task group (in-domain, harder, out-of-domain, all); #Ans, #Ref "
-        "and verdict F1 (correct ✓ / incorrect ✗) averaged over all eval tasks",
+        caption="accuracy per task group (in-domain, harder, out-of-domain, all); #Ans, #Ref, "
+        "reflects (share of responses with a <reflect> holding a <verdict>) and verdict F1 "
+        "(correct ✓ / incorrect ✗) averaged over all eval tasks",
     )
     groups = [g for g in GROUP_HEADERS if any(g in model["groups"] for model in summary.values())]
     table.add_column("model")
     for group in groups:
         table.add_column(GROUP_HEADERS[group], justify="right")
-    for column in ("#Ans", "#Ref", "F1 ✓", "F1 ✗"):
+    for column in ("#Ans", "#Ref", "reflects", "F1 ✓", "F1 ✗"):
         table.add_column(column, justify="right")
     for label, name in names.items():
         model_groups = summary[label]["groups"]
@@ -58,6 +59,7 @@ def comparison_table(summary: dict[str, Any], spec: RunSpec) -> Any:
             *(f"{model_groups[g]['accuracy']:.3f}" if g in model_groups else "–" for g in groups),
             f"{overall.get('n_answers', 0.0):.2f}",
             f"{overall.get('n_reflections', 0.0):.2f}",
+            f"{overall.get('reflect_share', 0.0):.0%}",
             f"{overall.get('verdict_f1_correct', 0.0):.3f}",
             f"{overall.get('verdict_f1_incorrect', 0.0):.3f}",
         )

@@ -1,4 +1,5 @@
-"""Skill-usage metrics of responses: accuracy, #Ans, #Ref, verdict F1, lengths.
+"""Skill-usage metrics of responses: accuracy, #Ans, #Ref, the share of responses that reflect
+with a verdict, verdict F1, lengths.
 
 Each `<verdict>` predicts whether the sample it follows is correct. We walk the response's
 `<sample>` blocks; the reflection of a sample is the first `<reflect>` block that starts after the
@@ -80,6 +81,11 @@ def verdict_outcomes(response: str, check: AnswerCheck) -> list[VerdictOutcome]:
             continue
         outcomes.append(VerdictOutcome(parse_verdict(reflect.text), is_correct(sample.text, check)))
     return outcomes
+
+
+def reflects_with_verdict(response: str) -> bool:
+    """Whether any `<reflect>` block of the response holds a `<verdict>` block."""
+    return any(find_blocks(r.text, "verdict") for r in find_blocks(response, "reflect"))
 
 
 @dataclass
@@ -188,6 +194,9 @@ class ResponseMetrics:
     verdicts: tuple[VerdictOutcome, ...]
     chars: int
     tokens: int | None = None
+    reflects: bool = False
+    """Whether the response holds a `<reflect>` block with a `<verdict>` in it: the trace
+    structure SFT installs."""
 
 
 def response_metrics(
@@ -199,6 +208,7 @@ def response_metrics(
         n_answers=count_answers(response),
         n_reflections=count_reflections(response),
         verdicts=tuple(verdict_outcomes(response, check)),
+        reflects=reflects_with_verdict(response),
         chars=len(response),
         tokens=count_tokens(response) if count_tokens is not None else None,
     )
@@ -213,6 +223,8 @@ class SkillMetrics:
     mean_answers: float
     mean_reflections: float
     verdict: dict[VerdictClass, ClassScores]
+    reflect_share: float
+    """Share of responses with a `<reflect>` block holding a `<verdict>`."""
     n_verdicts: int
     chars: LengthStats
     tokens: LengthStats | None = field(default=None)
@@ -224,6 +236,7 @@ class SkillMetrics:
             "accuracy": self.accuracy,
             "mean_answers": self.mean_answers,
             "mean_reflections": self.mean_reflections,
+            "reflect_share": self.reflect_share,
             "n_verdicts": self.n_verdicts,
             "verdict": {name: scores.to_dict() for name, scores in self.verdict.items()},
             "chars": self.chars.to_dict(),
@@ -248,6 +261,7 @@ def aggregate(metrics: Sequence[ResponseMetrics]) -> SkillMetrics:
         mean_answers=_mean([m.n_answers for m in metrics]),
         mean_reflections=_mean([m.n_reflections for m in metrics]),
         verdict=verdict_scores(outcomes),
+        reflect_share=_mean([float(m.reflects) for m in metrics]),
         n_verdicts=len(outcomes),
         chars=length_stats([m.chars for m in metrics]),
         tokens=length_stats(tokens) if metrics and len(tokens) == len(metrics) else None,

@@ -3,7 +3,8 @@ the Markdown show the same text.
 
 - `runs_table`: one row per run: name, folder, spec (baseline, model, task, stages), stage times;
 - `accuracy_table`: one row per (run, model): accuracy per eval task, then the group means;
-- `skill_table`: one row per (run, model, task): #Ans, #Ref, verdict F1 of both classes, tokens;
+- `skill_table`: one row per (run, model, task): #Ans, #Ref, share reflecting with a verdict,
+  verdict F1 of both classes, tokens;
 - `budget_forcing_table`: accuracy without and with forcing and the difference, where evaluated;
 - `stage1_table` / `training_table`: one run's stage-1 summary, and its SFT and GRPO results.
 """
@@ -116,6 +117,7 @@ def skill_table(runs: Sequence[Run]) -> Table:
             task,
             fmt(metrics.get("n_answers"), 2),
             fmt(metrics.get("n_reflections"), 2),
+            fmt(metrics.get("reflect_share")),
             fmt(metrics.get("verdict_f1_correct")),
             fmt(metrics.get("verdict_f1_incorrect")),
             fmt(metrics.get("mean_tokens"), 1),
@@ -124,8 +126,13 @@ def skill_table(runs: Sequence[Run]) -> Table:
         for model in run.evals
         for task, metrics in model.tasks.items()
     ]
-    columns = ["run", "method", "task", "#Ans", "#Ref", "F1 correct", "F1 incorrect", "tokens"]
-    note = "#Ans, #Ref: mean <answer> attempts and <reflect> blocks per response; tokens: mean."
+    columns = [
+        "run", "method", "task", "#Ans", "#Ref", "reflects", "F1 correct", "F1 incorrect", "tokens",
+    ]  # fmt: skip
+    note = (
+        "#Ans, #Ref: mean <answer> attempts and <reflect> blocks per response; reflects: share "
+        "of responses with a <reflect> block holding a <verdict>; tokens: mean."
+    )
     return Table("Skill usage", columns, rows, _evaluated(runs), note)
 
 

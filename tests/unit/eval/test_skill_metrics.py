@@ -102,6 +102,7 @@ def test_aggregate_over_responses() -> None:
     assert metrics.accuracy == pytest.approx(2 / 3)
     assert metrics.mean_answers == pytest.approx((3 + 4 + 1) / 3)
     assert metrics.mean_reflections == pytest.approx((2 + 3 + 0) / 3)
+    assert metrics.reflect_share == pytest.approx(2 / 3)  # PLAIN has no reflection
     assert metrics.n_verdicts == 5
     assert metrics.verdict["incorrect"].f1 == pytest.approx(0.5)
     assert metrics.chars.max == max(len(TRACE_A), len(TRACE_B), len(PLAIN))
@@ -146,3 +147,11 @@ def test_task_check_uses_the_grader_and_never_raises_on_model_text() -> None:
     assert check("forty-two") is False  # int() raises ValueError: wrong, not a crash
     assert check("boom") is False
     assert response_metrics(TRACE_A, check).correct is True
+
+
+def test_a_reflection_counts_for_the_share_only_with_a_verdict_inside() -> None:
+    with_verdict = "<reflect>fine <verdict>Correct</verdict></reflect>"
+    without = "<reflect>looks fine</reflect> <verdict>Correct</verdict>"
+    assert response_metrics(with_verdict, is_42).reflects is True
+    assert response_metrics(without, is_42).reflects is False
+    assert response_metrics("<verdict>Correct</verdict>", is_42).reflects is False

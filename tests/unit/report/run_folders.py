@@ -16,6 +16,7 @@ def task_metrics(seed: float, forcing: bool = False) -> dict[str, Any]:
         "accuracy": 0.125 + seed,
         "n_answers": 1.5 + seed,
         "n_reflections": 0.75 + seed,
+        "reflect_share": 0.5 + seed / 10,
         "verdict_f1_correct": 0.4 + seed,
         "verdict_f1_incorrect": 0.3 + seed,
         "mean_tokens": 40.0 + 100 * seed,

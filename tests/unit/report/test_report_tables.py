@@ -68,6 +68,7 @@ def test_skill_table_holds_answers_reflections_and_verdict_f1(tmp_path: Path) ->
         assert row[3:] == [
             f"{metrics['n_answers']:.2f}",
             f"{metrics['n_reflections']:.2f}",
+            f"{metrics['reflect_share']:.3f}",
             f"{metrics['verdict_f1_correct']:.3f}",
             f"{metrics['verdict_f1_incorrect']:.3f}",
             f"{metrics['mean_tokens']:.1f}",
