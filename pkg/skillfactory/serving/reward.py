@@ -14,18 +14,23 @@ Series added to the server's registry:
 - `skillfactory_reward_answers_graded_total{task}` — records graded (errors excluded);
 - `skillfactory_reward_answers_correct_total{task}` — of which correct (reward mean = ratio);
 - `skillfactory_reward_record_errors_total{reason}` — records answered with an error;
-- `skillfactory_reward_batch_items` — histogram of records (items and group responses) per request.
+- `skillfactory_reward_batch_items` — histogram of records (items and group responses) per request;
+- `skillfactory_reward_grader_timeouts_total{task}` — answers graded wrong because their check was
+  stopped (past its time budget, or its worker process died): the process-wide count of
+  `skillfactory.tasks.bounded_check`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from skillfactory.serving.logs import bind_run_id
 from skillfactory.serving.server import ServiceServer, ServingConfig
@@ -37,6 +42,7 @@ from skillfactory.tasks import (
     get_task,
     grade,
 )
+from skillfactory.tasks.bounded_check import stopped_checks
 from skillfactory.v1 import data_pb2, reward_pb2, reward_pb2_grpc
 from skillfactory.wire.messages import problem_from_proto
 
@@ -49,6 +55,20 @@ RUN_ID_METADATA = "x-run-id"
 """Optional call metadata naming the run a batch belongs to (used in logs only)."""
 
 BATCH_BUCKETS = (1, 8, 64, 256, 1000, 4000, 16000, 64000)
+
+
+class GraderTimeouts(Collector):
+    """Stopped checks per task, read from the graders' process-wide tally at each scrape."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "skillfactory_reward_grader_timeouts",
+            "Answers graded wrong because their check was stopped (time budget, worker died).",
+            labels=("task",),
+        )
+        for task, count in sorted(stopped_checks().items()):
+            family.add_metric((task,), count)
+        yield family
 
 
 class RewardMetrics:
@@ -79,6 +99,7 @@ class RewardMetrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        registry.register(GraderTimeouts())
 
 
 @dataclass

