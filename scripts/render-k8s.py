@@ -1,8 +1,9 @@
 """Regenerate k8s/ (plain manifests) from charts/ with default values: `python scripts/render-k8s.py`.
 
 Rendered with Helm's own engine (helm-python-sdk, no helm binary) for release "skillfactory" in
-namespace "skillfactory". The two Secrets the chart would generate are named as existing Secrets
-instead, so no secret value is ever written to git: k8s/README.md says how to create them.
+namespace "skillfactory". The Secrets the chart would generate (the tokens, the Redis password,
+the services' TLS certificates) are named as existing Secrets instead, so no secret value is ever
+written to git: k8s/README.md says how to create them.
 `--check` exits 1 when k8s/ differs from a fresh render.
 """
 
@@ -18,7 +19,8 @@ CHART = ROOT / "charts"
 OUT = ROOT / "k8s" / "skillfactory.yaml"
 RELEASE = NAMESPACE = "skillfactory"
 VALUES = {
-    "learner": {"token": {"existingSecret": "skillfactory-learner-token"}},
+    "auth": {"existingSecret": "skillfactory-tokens"},
+    "tls": {"source": "existing"},
     "redis": {"auth": {"existingSecret": "skillfactory-redis"}},
 }
 HEADER = (

@@ -56,20 +56,22 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{/* Secret names and keys. */}}
-{{- define "sf.tokenSecret" -}}
-{{- default (printf "%s-learner-token" (include "sf.fullname" .)) .Values.learner.token.existingSecret }}
+{{- define "sf.tokensSecret" -}}
+{{- default (printf "%s-tokens" (include "sf.fullname" .)) .Values.auth.existingSecret }}
 {{- end }}
 {{- define "sf.redisSecret" -}}
 {{- default (printf "%s-redis" (include "sf.fullname" .)) .Values.redis.auth.existingSecret }}
 {{- end }}
+{{/* The Redis password is always on (a generated Secret, or redis.auth.existingSecret), for the
+     chart's Redis and an external one alike. */}}
 {{- define "sf.redisPasswordEnabled" -}}
-{{- if or .Values.redis.enabled .Values.redis.auth.existingSecret }}true{{ end }}
+true
 {{- end }}
 
 {{/* Redis URL handed to the services (no password: it comes from SKILLFACTORY_REDIS_PASSWORD). */}}
 {{- define "sf.redisUrl" -}}
 {{- if .Values.redis.enabled }}
-{{- printf "redis://%s-redis:6379/0" (include "sf.fullname" .) }}
+{{- printf "redis://%s-redis:%v/0" (include "sf.fullname" .) .Values.redis.port }}
 {{- else }}
 {{- required "redis.external.url is required when redis.enabled is false" .Values.redis.external.url }}
 {{- end }}
@@ -141,27 +143,109 @@ app.kubernetes.io/part-of: skillfactory-monitoring
 {{- printf "%s-%s:%v" (include "sf.fullname" $) $component (index $.Values $component).port }}
 {{- end }}
 
-{{/* The bearer-token volume, mount and option every service has (all share the learner's token,
-     as the local cluster does: the learner sends it to the composer, the samplers to the reward
-     service), and the shared claim's volume (learner, composer, rollouts). */}}
-{{- define "sf.tokenVolume" -}}
-- name: token
-  secret:
-    secretName: {{ include "sf.tokenSecret" . }}
-    defaultMode: 0440
-{{- end }}
+{{/* The shared claim's volume (learner, composer, rollouts). */}}
 {{- define "sf.sharedVolume" -}}
 - name: shared
   persistentVolumeClaim:
     claimName: {{ include "sf.sharedClaim" . }}
 {{- end }}
-{{- define "sf.tokenMount" -}}
-- name: token
-  mountPath: /var/run/skillfactory/token
+
+{{/* Tokens (docs/security.md): one Secret (sf.tokensSecret) holds a token per role; each service
+     mounts only the tokens it accepts (`--tokens-dir`) and, when it calls another service, the
+     one it sends (`--client-token-file`):
+       learner:  accepts admin, submitter (+ auth.submitters); sends learner (to the composer)
+       rollout:  accepts learner;                              sends rollout (to the reward service)
+       reward:   accepts rollout;                              sends nothing
+       composer: accepts learner;                              sends nothing
+     So no pod but the learner holds a token that may submit or cancel runs. */}}
+{{- define "sf.tokenKeys" -}}
+{{- concat (list "admin" "submitter" "learner" "rollout") .Values.auth.submitters | toJson }}
+{{- end }}
+{{- define "sf.acceptedTokens" -}}
+{{- $ := index . 0 -}}
+{{- $accepts := dict "learner" (concat (list "admin" "submitter") $.Values.auth.submitters) "rollout" (list "learner") "reward" (list "rollout") "composer" (list "learner") -}}
+{{- index $accepts (index . 1) | toJson }}
+{{- end }}
+{{- define "sf.clientToken" -}}
+{{- index (dict "learner" "learner" "rollout" "rollout") (index . 1) | default "" }}
+{{- end }}
+{{- define "sf.tlsSecret" -}}
+{{- printf "%s-%s-tls" (include "sf.fullname" (index . 0)) (index . 1) }}
+{{- end }}
+
+{{/* Volumes, mounts and options of a service's tokens and TLS:
+     include "sf.authVolumes" (list $ "reward"), likewise sf.authMounts and sf.authArgs. */}}
+{{- define "sf.authVolumes" -}}
+{{- $ := index . 0 -}}
+{{- $component := index . 1 -}}
+- name: tokens
+  secret:
+    secretName: {{ include "sf.tokensSecret" $ }}
+    defaultMode: 0440
+    items:
+      {{- range include "sf.acceptedTokens" . | fromJsonArray }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- with include "sf.clientToken" . }}
+- name: client-token
+  secret:
+    secretName: {{ include "sf.tokensSecret" $ }}
+    defaultMode: 0440
+    items:
+      - key: {{ . }}
+        path: token
+{{- end }}
+{{- if $.Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "sf.tlsSecret" . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+{{- define "sf.authMounts" -}}
+{{- $ := index . 0 -}}
+- name: tokens
+  mountPath: /var/run/skillfactory/tokens
+  readOnly: true
+{{- if include "sf.clientToken" . }}
+- name: client-token
+  mountPath: /var/run/skillfactory/client
   readOnly: true
 {{- end }}
-{{- define "sf.tokenArg" -}}
-- --token-file=/var/run/skillfactory/token/{{ .Values.learner.token.existingSecretKey }}
+{{- if $.Values.tls.enabled }}
+- name: tls
+  mountPath: /var/run/skillfactory/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+{{/* Server options every service gets: metrics on every interface of the pod (Prometheus scrapes
+     the pod IP; port-forward reaches 127.0.0.1), gRPC health in plaintext on the health port (the
+     kubelet's probes speak no TLS), the accepted tokens, the token it sends, TLS. */}}
+{{- define "sf.serverArgs" -}}
+{{- $ := index . 0 -}}
+{{- $v := index $.Values (index . 1) -}}
+- --host=0.0.0.0
+- --port={{ $v.port }}
+- --metrics-host=0.0.0.0
+- --metrics-port={{ $v.metricsPort }}
+- --health-port={{ $v.healthPort }}
+- --tokens-dir=/var/run/skillfactory/tokens
+{{- if include "sf.clientToken" . }}
+- --client-token-file=/var/run/skillfactory/client/token
+{{- end }}
+{{- if $.Values.tls.enabled }}
+- --tls-cert=/var/run/skillfactory/tls/tls.crt
+- --tls-key=/var/run/skillfactory/tls/tls.key
+{{- if include "sf.clientToken" . }}
+- --tls-ca=/var/run/skillfactory/tls/ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+{{/* The gRPC health probes of a service, on its plaintext health port. */}}
+{{- define "sf.healthProbe" -}}
+grpc:
+  port: {{ . }}
 {{- end }}
 
 {{/* Queue options the learner and the rollout samplers must agree on. */}}
@@ -203,7 +287,7 @@ exec python -m torch.distributed.run --nnodes={{ $v.nodes }} --nproc-per-node={{
      dies ends torchrun, hence the container). */}}
 {{- define "sf.learnerProbe" -}}
 case "${POD_NAME##*-}" in
-  0) exec python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; sys.exit(g.HealthStub(grpc.insecure_channel('127.0.0.1:{{ .Values.learner.port }}')).Check(h.HealthCheckRequest(), timeout=8).status != h.HealthCheckResponse.SERVING)" ;;
+  0) exec python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; sys.exit(g.HealthStub(grpc.insecure_channel('127.0.0.1:{{ .Values.learner.healthPort }}')).Check(h.HealthCheckRequest(), timeout=8).status != h.HealthCheckResponse.SERVING)" ;;
   *) exit 0 ;;
 esac
 {{- end }}
@@ -234,8 +318,9 @@ exec:
 {{- dict "gcs" 6379 "dashboard" 8265 "client" 10001 "metrics" 8080 "agent" 52365 | toJson }}
 {{- end }}
 
-{{/* Env of the Ray pods: the bearer token as SKILLFACTORY_TOKEN (what ray_rollout's replicas read
-     without a token_file), writable homes and caches under /tmp, rollout.extraEnv. */}}
+{{/* Env of the Ray pods: the learner role's token as SKILLFACTORY_TOKEN (what ray_rollout's
+     replicas accept, read without a token_file), writable homes and caches under /tmp,
+     rollout.extraEnv. */}}
 {{- define "sf.rayEnv" -}}
 env:
   - name: HOME
@@ -247,8 +332,8 @@ env:
   - name: SKILLFACTORY_TOKEN
     valueFrom:
       secretKeyRef:
-        name: {{ include "sf.tokenSecret" . }}
-        key: {{ .Values.learner.token.existingSecretKey }}
+        name: {{ include "sf.tokensSecret" . }}
+        key: learner
   {{- with .Values.rollout.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -288,9 +373,31 @@ env:
 {{/* Redis host:port (KEDA's redis-streams trigger wants an address, not a URL). */}}
 {{- define "sf.redisAddress" -}}
 {{- if .Values.redis.enabled }}
-{{- printf "%s-redis.%s.svc:6379" (include "sf.fullname" .) .Release.Namespace }}
+{{- printf "%s-redis.%s.svc:%v" (include "sf.fullname" .) .Release.Namespace .Values.redis.port }}
 {{- else }}
 {{- $url := urlParse (include "sf.redisUrl" .) }}
 {{- $url.host }}
+{{- end }}
+{{- end }}
+
+{{/* The learner's run limits (learner.limits, skillfactory.run_limits): a spec over one is refused
+     at submit time naming the field; 0 sets none. */}}
+{{- define "sf.limitArgs" -}}
+{{- $l := .Values.learner.limits -}}
+{{- $options := dict "maxSteps" "max-steps" "maxProblems" "max-problems" "maxTokens" "max-tokens" "maxSamples" "max-samples" "maxEpochs" "max-epochs" "maxSpecBytes" "max-spec-bytes" -}}
+{{- range $key := list "maxSteps" "maxProblems" "maxTokens" "maxSamples" "maxEpochs" "maxSpecBytes" }}
+{{- $value := index $l $key }}
+{{- if $value }}
+- --{{ index $options $key }}={{ if eq $key "maxEpochs" }}{{ $value }}{{ else }}{{ int64 $value }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A service's gRPC, metrics and health ports must differ: include "sf.checkPorts" (list $ "reward"). */}}
+{{- define "sf.checkPorts" -}}
+{{- $component := index . 1 -}}
+{{- $v := index (index . 0).Values $component -}}
+{{- if ne (len (uniq (list (int $v.port) (int $v.metricsPort) (int $v.healthPort)))) 3 }}
+{{- fail (printf "%s.port, %s.metricsPort and %s.healthPort must differ" $component $component $component) }}
 {{- end }}
 {{- end }}

@@ -95,7 +95,7 @@ DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 MONITORING = {"prometheus", "grafana"}
 """Components of the bundled monitoring (HTTP probes, not gRPC health)."""
 SERVICES = {"learner", "rollout", "reward", "composer"}
-"""Components running a SkillFactory service (gRPC health, the shared bearer token)."""
+"""Components running a SkillFactory service (gRPC health, bearer tokens, TLS)."""
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -162,7 +162,11 @@ def test_expected_objects() -> None:
         ("HorizontalPodAutoscaler", "sf-skillfactory-reward"),
         ("StatefulSet", "sf-skillfactory-redis"),
         ("Secret", "sf-skillfactory-redis"),
-        ("Secret", "sf-skillfactory-learner-token"),
+        ("Secret", "sf-skillfactory-tokens"),
+        *(
+            ("Secret", f"sf-skillfactory-{c}-tls")
+            for c in ("learner", "rollout", "reward", "composer")
+        ),
         ("ServiceMonitor", "sf-skillfactory-rollout"),
         ("RayService", "sf-skillfactory-rollout-ray"),
         ("NetworkPolicy", "sf-skillfactory-rollout-ray"),
@@ -227,12 +231,18 @@ def component(doc: dict[str, Any]) -> str:
     return str(doc["metadata"].get("labels", {}).get("app.kubernetes.io/component", ""))
 
 
-def test_probes_use_grpc_health(rendered: list[dict[str, Any]]) -> None:
+def test_probes_use_grpc_health_on_the_plaintext_health_port(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """The gRPC port speaks TLS, which the kubelet's gRPC probes do not: they ask the health port,
+    where the service answers gRPC health alone in plaintext (`--health-port`)."""
     for name, _, c in containers(rendered):
         if "redis" in name or c["name"] in MONITORING:
             continue
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["health"] != ports["grpc"] and f"--health-port={ports['health']}" in c["args"]
         for probe in ("readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"]["port"] == c["ports"][0]["containerPort"], (name, probe)
+            assert c[probe]["grpc"]["port"] == ports["health"], (name, probe)
 
 
 def test_monitoring_probes_use_http() -> None:
@@ -284,8 +294,11 @@ def test_no_secret_value_in_configmaps_or_notes(rendered: list[dict[str, Any]]) 
     notes = out["skillfactory/templates/NOTES.txt"]
     assert "kubectl -n ml port-forward svc/sf-skillfactory-learner" in notes
     assert "skillfactory submit" in notes and "composer" in notes
-    token = next(d for d in yaml.safe_load_all(out["skillfactory/templates/secrets.yaml"]) if d)
-    assert base64.b64decode(token["data"]["token"]).decode() not in notes
+    tokens = next(d for d in yaml.safe_load_all(out["skillfactory/templates/secrets.yaml"]) if d)
+    assert set(tokens["data"]) == {"admin", "submitter", "learner", "rollout"}
+    for value in tokens["data"].values():
+        assert base64.b64decode(value).decode() not in notes
+    assert "--tls-ca skillfactory-ca.crt" in notes and "submitter.token" in notes
 
 
 @pytest.mark.parametrize(

@@ -30,14 +30,22 @@ STS = "sf-skillfactory-learner"
 HEADLESS = "sf-skillfactory-learner-headless"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 
-# The learner's arguments with default values, as the chart rendered them before the multi-node
-# learner existed: a one-process learner must keep running exactly this.
+# The learner's arguments with default values (issue 15 added metrics on the pod address, the
+# plaintext health port, tokens per role, TLS and run limits): a one-process learner runs exactly
+# this, and a multi-node one the same after torchrun.
 DEFAULT_LEARNER_ARGS = [
     "learner",
     "serve",
     "--host=0.0.0.0",
     "--port=50051",
+    "--metrics-host=0.0.0.0",
     "--metrics-port=9090",
+    "--health-port=50052",
+    "--tokens-dir=/var/run/skillfactory/tokens",
+    "--client-token-file=/var/run/skillfactory/client/token",
+    "--tls-cert=/var/run/skillfactory/tls/tls.crt",
+    "--tls-key=/var/run/skillfactory/tls/tls.key",
+    "--tls-ca=/var/run/skillfactory/tls/ca.crt",
     "--state-dir=/data/state",
     "--data-root=/shared",
     "--redis-url=redis://sf-skillfactory-redis:6379/0",
@@ -45,7 +53,12 @@ DEFAULT_LEARNER_ARGS = [
     "--stream-prefix=skillfactory",
     "--weights-dir=/shared/weights",
     "--composer=sf-skillfactory-composer:50051",
-    "--token-file=/var/run/skillfactory/token/token",
+    "--max-steps=1000",
+    "--max-problems=100000",
+    "--max-tokens=32768",
+    "--max-samples=64",
+    "--max-epochs=10",
+    "--max-spec-bytes=1048576",
     "--log-level=info",
 ]
 
@@ -87,12 +100,12 @@ def test_a_one_process_learner_renders_as_before(learner: dict[str, Any]) -> Non
     c = container(docs, "learner")
     assert "command" not in c  # the image's entrypoint, `skillfactory`
     assert c["args"] == DEFAULT_LEARNER_ARGS
-    assert [p["name"] for p in c["ports"]] == ["grpc", "metrics"]
-    assert all(c[p]["grpc"] == {"port": 50051} for p in ("startupProbe", "livenessProbe"))
+    assert [p["name"] for p in c["ports"]] == ["grpc", "metrics", "health"]
+    assert all(c[p]["grpc"] == {"port": 50052} for p in ("startupProbe", "livenessProbe"))
     assert "POD_NAME" not in {e["name"] for e in c["env"]}
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
     volumes = {v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]}
-    assert volumes == {"tmp", "token", "shared"}
+    assert volumes == {"tmp", "tokens", "client-token", "tls", "shared"}
     assert POD_NAME_LABEL not in find(docs, "Service", STS)["spec"]["selector"]
     headless = find(docs, "Service", HEADLESS)
     assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]
@@ -273,13 +286,14 @@ def probe(c: dict[str, Any], name: str, pod: str) -> int:
 
 
 def test_probes_ask_grpc_health_on_pod_0_only() -> None:
-    """The exec probes against a real gRPC health server on the learner port: pod 0 passes only
-    while it is SERVING; the other pods, which serve nothing, always pass."""
+    """The exec probes against a real gRPC health server on the learner's (plaintext) health
+    port: pod 0 passes only while it is SERVING; the other pods, which serve nothing, always
+    pass."""
     from grpc_health.v1 import health_pb2
 
     server, servicer, port = health_server()
     try:
-        c = container(render(merged(MULTI, {"port": port})), "learner")
+        c = container(render(merged(MULTI, {"healthPort": port})), "learner")
         names = ("startupProbe", "readinessProbe", "livenessProbe")
         assert all("grpc" not in c[n] for n in names)
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -317,6 +331,7 @@ def test_schema_refuses_broken_multi_node_values(learner: dict[str, Any], messag
     [
         ({"nodes": 2, "procsPerNode": 4, "gpus": 2}, "learner.gpus must be 0, 1 or"),
         ({"nodes": 2, "rendezvousPort": 50051}, "learner.rendezvousPort must differ"),
+        ({"nodes": 2, "rendezvousPort": 50052}, "learner.rendezvousPort must differ"),
     ],
 )
 def test_the_chart_refuses_inconsistent_multi_node_values(

@@ -212,6 +212,8 @@ def test_ray_pods_are_non_root_with_limits() -> None:
         assert csc["runAsNonRoot"] is True and csc.get("runAsUser", 1) != 0, role
         assert csc["allowPrivilegeEscalation"] is False, role
         assert csc["capabilities"] == {"drop": ["ALL"]}, role
+        # Ray writes under /tmp (an emptyDir) only: the root filesystem is read-only (issue 15).
+        assert csc["readOnlyRootFilesystem"] is True, role
         limits = container["resources"]["limits"]
         assert limits.get("cpu") and limits.get("memory"), role
         assert container["image"] == "ghcr.io/skillfactory/skillfactory-ray:0.1.0-ray", role
@@ -231,6 +233,8 @@ def test_ray_pods_are_non_root_with_limits() -> None:
     assert service["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     options = service["spec"]["rayClusterConfig"]["autoscalerOptions"]
     assert options["securityContext"]["runAsNonRoot"] is True
+    # KubeRay's autoscaler sidecar gets no /tmp mount of ours: its root stays writable.
+    assert options["securityContext"]["readOnlyRootFilesystem"] is False
     assert options["resources"]["limits"]["cpu"] and options["resources"]["limits"]["memory"]
 
 
@@ -251,7 +255,7 @@ def test_shared_volume_and_token() -> None:
         FORCED,
         {
             "shared": {"mountPath": "/mnt/sf", "existingClaim": "team-shared"},
-            "learner": {"token": {"existingSecret": "sf-token", "existingSecretKey": "api"}},
+            "auth": {"existingSecret": "sf-token"},
         },
     )
     docs = render(values)
@@ -272,8 +276,9 @@ def test_shared_volume_and_token() -> None:
         assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]), role
         env = {e["name"]: e for e in container["env"]}
         ref = env["SKILLFACTORY_TOKEN"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "sf-token", "key": "api"}, role
-    # The generated token Secret when none is given.
+        # The learner role's token: the Ray pods hold no token that may submit or cancel runs.
+        assert ref == {"name": "sf-token", "key": "learner"}, role
+    # The generated tokens Secret when none is given.
     for template in pods(ray_service(render(FORCED))).values():
         env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
         ref = env["SKILLFACTORY_TOKEN"]["valueFrom"]["secretKeyRef"]
@@ -306,8 +311,22 @@ def test_network_policy_lets_the_learner_reach_the_serve_port() -> None:
     assert selects(policy["spec"]["podSelector"], head["metadata"]["labels"])
     learner = workload(docs, "learner")["spec"]["template"]["metadata"]["labels"]
     assert admitted_ports(policy, learner) == {9100}
-    # The Ray pods reach each other on every port (GCS, raylets, object transfers).
-    assert "all" in admitted_ports(policy, head["metadata"]["labels"])
+    # The Ray pods reach each other on every port (GCS, raylets, object transfers) but the
+    # dashboard's, whose job API runs code without authentication (issue 15): only the operator.
+    ranges = [
+        (p["port"], p.get("endPort", p["port"]))
+        for rule in policy["spec"]["ingress"]
+        if any(
+            selects(peer.get("podSelector", {}), head["metadata"]["labels"])
+            for peer in rule["from"]
+        )
+        and not any("namespaceSelector" in peer for peer in rule["from"])
+        for p in rule.get("ports", [{"port": 1, "endPort": 65535}])
+        if p.get("protocol", "TCP") == "TCP"
+    ]
+    assert not any(low <= 8265 <= high for low, high in ranges)
+    for port in (6379, 8080, 10001, 52365, 9100, 30000, 65535):
+        assert any(low <= port <= high for low, high in ranges), port
     # Pods of another release get nothing.
     assert admitted_ports(policy, {**learner, "app.kubernetes.io/instance": "other"}) == set()
     # The KubeRay operator (default peers of values.yaml) reaches the dashboard and its agents.

@@ -15,7 +15,17 @@ from skillfactory.cli import app
 
 from .test_chart import ALL_OFF, ALL_ON, CASES, CHART, SERVICES, component, helm, render
 
-TOKEN_DIR = "/var/run/skillfactory/token"
+TOKENS_DIR = "/var/run/skillfactory/tokens"
+CLIENT_TOKEN = "/var/run/skillfactory/client/token"
+ACCEPTS = {
+    "learner": {"admin", "submitter"},
+    "rollout": {"learner"},
+    "reward": {"rollout"},
+    "composer": {"learner"},
+}
+"""The tokens each service accepts (docs/security.md)."""
+SENDS = {"learner": "learner", "rollout": "rollout"}
+"""The token each service that calls another sends."""
 
 
 def workload(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -93,8 +103,13 @@ def test_command_lines_parse_with_the_cli(case: str) -> None:
         if name == "composer" and case == "all-off":
             continue
         ctx = parse(container(docs, name)["args"])
-        assert ctx.params["host"] == "0.0.0.0", name
-        assert str(ctx.params["token_file"]).startswith(TOKEN_DIR), name
+        assert ctx.params["host"] == "0.0.0.0" and ctx.params["metrics_host"] == "0.0.0.0", name
+        assert str(ctx.params["tokens_dir"]) == TOKENS_DIR and ctx.params["token_file"] is None
+        assert ctx.params["insecure_no_auth"] is False, name
+        assert ctx.params["tls_cert"] is not None and ctx.params["tls_key"] is not None, name
+        client = ctx.params["client_token_file"]
+        assert (str(client) if client else None) == (CLIENT_TOKEN if name in SENDS else None)
+        assert (ctx.params["tls_ca"] is not None) == (name in SENDS), name
     rollout = parse(container(docs, "rollout")["args"]).params
     assert rollout["redis_url"] and rollout["reward"] and rollout["samplers"] >= 1
 
@@ -131,32 +146,53 @@ def test_learner_and_rollouts_name_the_rendered_services(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_redis_password_and_token_come_from_secrets(case: str) -> None:
+def test_redis_password_and_tokens_come_from_secrets(case: str) -> None:
     docs = render(CASES[case])
     for name in ("learner", "rollout"):
-        password = env(container(docs, name)).get("SKILLFACTORY_REDIS_PASSWORD")
-        if case == "all-off":  # external Redis without auth.existingSecret: no password
-            assert password is None
-            continue
-        ref = password["secretKeyRef"]
-        redis = env(container(docs, "redis"))["REDIS_PASSWORD"]["secretKeyRef"]
-        assert ref == redis, name
+        # A password in every mode: the chart's Redis and an external one (generated Secret).
+        ref = env(container(docs, name))["SKILLFACTORY_REDIS_PASSWORD"]["secretKeyRef"]
+        assert ref == {"name": "sf-skillfactory-redis", "key": "password"}, name
         assert ref["key"] in find(docs, "Secret", ref["name"])["data"]
-    token_secrets = set()
+        if case != "all-off":
+            redis = env(container(docs, "redis"))["REDIS_PASSWORD"]["secretKeyRef"]
+            assert ref == redis, name
+    tokens = find(docs, "Secret", "sf-skillfactory-tokens")
+    assert set(tokens["data"]) == {"admin", "submitter", "learner", "rollout"}
     for name in SERVICES:
         if name == "composer" and case == "all-off":
             continue
         c = container(docs, name)
         pod = workload(docs, name)["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
-        mount = next(m for m in c["volumeMounts"] if m["name"] == "token")
-        assert mount["mountPath"] == TOKEN_DIR and mount["readOnly"] is True
-        secret = volumes["token"]["secret"]["secretName"]
-        token_secrets.add(secret)
-        key = next(iter(find(docs, "Secret", secret)["data"]))
-        assert options(c)["token-file"] == f"{TOKEN_DIR}/{key}", name
-        assert not any("TOKEN" in e for e in env(c)), name  # a file, never an env value
-    assert token_secrets == {"sf-skillfactory-learner-token"}
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        accepted = volumes["tokens"]["secret"]
+        assert accepted["secretName"] == "sf-skillfactory-tokens"
+        assert {i["key"] for i in accepted["items"]} == ACCEPTS[name], name
+        assert mounts["tokens"] == {"name": "tokens", "mountPath": TOKENS_DIR, "readOnly": True}
+        if name in SENDS:
+            (item,) = volumes["client-token"]["secret"]["items"]
+            assert item == {"key": SENDS[name], "path": "token"}, name
+            assert mounts["client-token"]["readOnly"] is True
+        else:
+            assert "client-token" not in volumes, name
+        tls = volumes["tls"]["secret"]["secretName"]
+        assert tls == f"sf-skillfactory-{name}-tls" and mounts["tls"]["readOnly"] is True
+        assert set(find(docs, "Secret", tls)["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+        if name not in ("learner", "rollout"):  # the queue's users alone get the Redis password
+            assert not any("TOKEN" in e or "PASSWORD" in e for e in env(c)), name
+        assert "SKILLFACTORY_TOKEN" not in env(c), name  # files, never an env value
+        # Nothing secret on a command line.
+        assert not any(v in " ".join(c["args"]) for v in tokens["data"].values()), name
+
+
+def test_redis_gets_its_password_from_a_config_on_stdin_never_a_command_line() -> None:
+    redis = container(render({}), "redis")
+    assert "args" not in redis
+    sh, flag, script = redis["command"]
+    assert (sh, flag) == ("/bin/sh", "-c")
+    assert script.splitlines()[0] == "exec redis-server - <<EOF"
+    assert 'requirepass "$REDIS_PASSWORD"' in script.splitlines()
+    assert "--requirepass" not in script and "$(REDIS_PASSWORD)" not in script
 
 
 def shared_mounts(docs: list[dict[str, Any]], name: str) -> tuple[str, dict[str, Any]]:
