@@ -69,11 +69,11 @@ from skillfactory.train.precision import resolve_precision
 from skillfactory.train.rollout_batch import (
     RolloutBatch,
     collate_parts,
-    completion_logprobs,
     pack_micro_batches,
 )
 from skillfactory.train.staleness import StalenessFilter
 from skillfactory.train.step_record import StepRecord
+from skillfactory.train.token_logprobs import chunked_completion_logprobs
 
 STATE_FILE = "learner.json"
 MODEL_DIR = "model"
@@ -348,7 +348,13 @@ class GRPOLearner:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
     def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
-        return completion_logprobs(model, batch, shared_prefix=not self.spec.gradient_checkpointing)
+        """Completion logprobs with at most `logprob_chunk_tokens` tokens of logits at a time."""
+        return chunked_completion_logprobs(
+            model,
+            batch,
+            shared_prefix=not self.spec.gradient_checkpointing,
+            chunk_tokens=self.spec.logprob_chunk_tokens,
+        ).logprobs
 
     def _loss(self, batch: RolloutBatch, num_tokens: int, num_sequences: int) -> Any:
         with self._mixed_precision():
