@@ -41,6 +41,7 @@ from skillfactory.rollout.scaling import Autoscaler, DeploymentScale, ScalingPol
 from skillfactory.run_limits import RunLimits
 from skillfactory.runspec import RedisQueueSpec
 from skillfactory.serving.logs import setup_logging
+from skillfactory.serving.run_policy import RunPolicy
 from skillfactory.v1 import learner_pb2, run_pb2
 
 if TYPE_CHECKING:
@@ -153,7 +154,6 @@ def serve_learner(
     # heavy: torch and grpc, loaded only when serving
     from skillfactory.serving.composer_client import ComposerClient
     from skillfactory.serving.learner_api import setup_learner_server
-    from skillfactory.serving.run_policy import RunPolicy
     from skillfactory.stages.rollouts import Cluster
     from skillfactory.train.follower import follow
     from skillfactory.train.ranks import join_ranks

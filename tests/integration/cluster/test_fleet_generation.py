@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,4 +161,20 @@ def test_rollouts_killed_mid_stage1_and_mid_eval_lose_nothing(
     assert all(after.processes[name].restarts >= 1 for name in killed)
     # the survivor of each kill reclaimed the dead one's tasks (a killed process's own counters
     # start over with it, so only the last kill's reclaims are sure to be on a live counter)
-    assert total(after, "rollout", "skillfactory_sampler_tasks_reclaimed_total") > 0
+    reclaimed = total_once_up(
+        Path(fleet.dir), "rollout", "skillfactory_sampler_tasks_reclaimed_total"
+    )
+    assert reclaimed > 0
+
+
+def total_once_up(state_dir: Path, prefix: str, series: str, timeout_s: float = 120.0) -> float:
+    """`total` once every process it scrapes answers: a restarted rollout may still be starting
+    (its metrics port not yet bound) when the run ends."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return total(ClusterState.load(state_dir), prefix, series)
+        except OSError:  # URLError: refused while the process starts
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
