@@ -10,11 +10,12 @@ This module imports no torch: `skillfactory validate` answers in well under a se
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SolveVariant = Literal["step_by_step", "plan_then_execute", "alternatives", "restate"]
 Stage = Literal["data", "sft", "grpo", "eval"]
@@ -183,11 +184,41 @@ class DataSpec(Spec):
     """Seed of this stage; None uses the run seed."""
 
 
+HUB_DATASET_PREFIX = "hf:"
+"""How `sft.dataset` names a Hugging Face Hub dataset instead of a local file."""
+_HUB_DATASET = re.compile(
+    r"hf:(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)"
+    r"(?::(?P<split>[A-Za-z0-9][A-Za-z0-9_.-]*(?:\[[0-9%:+-]*\])?))?"
+)
+
+
+def hub_dataset(dataset: str) -> tuple[str, str] | None:
+    """`(repo id, split)` of an `sft.dataset` that names a Hub dataset (`hf:<org>/<name>[:<split>]`,
+    split "train" when left out; a `datasets` slice such as `train[:1000]` is allowed), None for a
+    local path. Raises ValueError for a malformed `hf:` id."""
+    if not dataset.startswith(HUB_DATASET_PREFIX):
+        return None
+    match = _HUB_DATASET.fullmatch(dataset)
+    if match is None:
+        raise ValueError(
+            "a Hub dataset is written hf:<org>/<name>[:<split>], e.g. "
+            "hf:open-thoughts/OpenThoughts-114k:train"
+        )
+    return match["repo"], match["split"] or "train"
+
+
 class SFTSpec(Spec):
     """Stage 2: structural supervised fine-tuning on the silver traces (TRL SFTTrainer)."""
 
     dataset: str | None = None
-    """Chat JSONL to train on; None uses stage 1's output (set it for the `distill` baseline)."""
+    """Chats to train on instead of stage 1's output (set it for the `distill` baseline): a local
+    chat JSONL file, or a Hugging Face Hub dataset `hf:<org>/<name>[:<split>]` (split "train" by
+    default; `datasets` slices like `train[:1000]` work) read with `datasets`, whose rows hold a
+    `messages` list (role/content) or a ShareGPT `conversations` list (from/value, with an optional
+    `system` column). None uses stage 1's output."""
+    max_examples: int | None = Field(default=None, ge=1)
+    """Most chats trained on: a seeded draw (run seed) of this many from the dataset; None trains
+    on all of them (the paper's OpenThoughts runs: 1k and 10k)."""
     learning_rate: float = Field(default=1e-6, gt=0.0)
     """Peak learning rate."""
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
@@ -215,6 +246,13 @@ class SFTSpec(Spec):
     gradient_checkpointing: bool = False
     """Recompute activations in backward instead of keeping them (the released recipe turns it
     on; needed for 16k-token traces on 1.5B–7B models)."""
+
+    @field_validator("dataset")
+    @classmethod
+    def _hub_dataset_is_well_formed(cls, dataset: str | None) -> str | None:
+        if dataset is not None:
+            hub_dataset(dataset)
+        return dataset
 
 
 class GRPOSpec(Spec):

@@ -11,7 +11,8 @@ each field that breaks the policy (answered INVALID_ARGUMENT at submit time):
   runs never share outputs whatever their names (the name is a label). Reusing an earlier run's
   finished stages is the explicit `reuse_from` field, a run folder inside the data root;
 - `model`: a hub id or a registered short name, or a folder inside a model root or the data root;
-- `sft.dataset`: a file inside a dataset root or the data root.
+- `sft.dataset`: a Hub dataset id (`hf:<org>/<name>[:<split>]`, kept as it is, like a hub model
+  id), or a file inside a dataset root or the data root.
 Whether a path exists is not checked here, so submitting reveals nothing about the filesystem
 beyond the roots; reads happen when the run does (SFT reads only regular files, within a size cap:
 `skillfactory.train.sft.read_chat_dataset`).
@@ -24,7 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skillfactory.models.registry import is_model_name, within
-from skillfactory.runspec import InProcessQueueSpec, InvalidRunSpec, RunSpec, SpecProblem
+from skillfactory.runspec import (
+    InProcessQueueSpec,
+    InvalidRunSpec,
+    RunSpec,
+    SpecProblem,
+    hub_dataset,
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,11 @@ def admit(spec: RunSpec, policy: RunPolicy, run_id: str) -> RunSpec:
                 message="a hub id, a registered short name, or a folder inside the learner's model roots",
             )
         )
-    if spec.sft.dataset is not None and not within(
-        policy.data_root / spec.sft.dataset, data + policy.dataset_roots
+    local_dataset = spec.sft.dataset is not None and hub_dataset(spec.sft.dataset) is None
+    if (
+        local_dataset
+        and spec.sft.dataset is not None
+        and not within(policy.data_root / spec.sft.dataset, data + policy.dataset_roots)
     ):
         problems.append(
             SpecProblem(
@@ -98,7 +108,7 @@ def admit(spec: RunSpec, policy: RunPolicy, run_id: str) -> RunSpec:
             if spec.reuse_from is None
             else str(Path(os.path.realpath(policy.data_root / spec.reuse_from))),
             "sft": spec.sft
-            if spec.sft.dataset is None
+            if spec.sft.dataset is None or not local_dataset
             else spec.sft.model_copy(update={"dataset": str(policy.data_root / spec.sft.dataset)}),
         }
     )

@@ -26,7 +26,7 @@ from skillfactory.engines.setup import engine_batch_rows, spec_engine_factory
 from skillfactory.eval.harness import eval_dir, evaluate
 from skillfactory.models.registry import is_model_folder, resolve_model
 from skillfactory.run_folder import run_dir
-from skillfactory.runspec import RunSpec, Stage
+from skillfactory.runspec import RunSpec, Stage, hub_dataset
 from skillfactory.stages.data import SUMMARY_FILE as DATA_SUMMARY
 from skillfactory.stages.data import Stage1, data_dir, sft_dataset_path
 from skillfactory.stages.events import (
@@ -155,8 +155,10 @@ class Pipeline:
     def sft_stage(self) -> SFTStage:
         """Stage 2 on `sft.dataset` when set, else on stage 1's output."""
         dataset = self.spec.sft.dataset
-        path = Path(dataset) if dataset is not None else sft_dataset_path(self.spec)
-        return SFTStage(self.spec, self.models["base"], path, ranks=self.ranks)
+        source: Path | str = sft_dataset_path(self.spec) if dataset is None else dataset
+        if isinstance(source, str) and hub_dataset(source) is None:
+            source = Path(source)  # a local file; a Hub id (hf:…) stays an id
+        return SFTStage(self.spec, self.models["base"], source, ranks=self.ranks)
 
     def grpo_stage(self) -> GRPOStage:
         """Stage 3 from the SFT model when this run has one, else from the base model."""

@@ -22,10 +22,16 @@ def sft_folder(spec: RunSpec) -> Path:
 
 
 class SFTStage:
-    """SFT of `base_model` on `dataset`, writing under `<run>/sft/`."""
+    """SFT of `base_model` on `dataset` (a chat JSONL file or a Hub id `hf:…`), writing under
+    `<run>/sft/`."""
 
     def __init__(
-        self, spec: RunSpec, base_model: str, dataset: Path, *, ranks: RankGroup | None = None
+        self,
+        spec: RunSpec,
+        base_model: str,
+        dataset: Path | str,
+        *,
+        ranks: RankGroup | None = None,
     ) -> None:
         self.spec = spec
         self.base_model = base_model

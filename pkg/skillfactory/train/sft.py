@@ -1,25 +1,31 @@
 """Stage 2: structural SFT on the silver chats with TRL's `SFTTrainer`.
 
-Each chat record (`{"messages": [user…, assistant]}`, as stage 1 writes them) becomes a
-conversational prompt–completion pair: every message but the last is the prompt, the final
+Each chat record (`{"messages": [user…, assistant]}`, as stage 1 writes them, or a ShareGPT
+`{"conversations": [{"from": "human", "value": …}, …]}` row with an optional `system` column, as
+Hub teacher-trace datasets hold them) becomes a conversational prompt–completion pair: every message but the last is the prompt, the final
 assistant message the completion. TRL then masks the prompt tokens out of the labels
 (`completion_only_loss`), so the loss falls on the assistant's trace only.
 
 Checkpoints go to `<out>/checkpoints/checkpoint-<step>` every `save_steps`; a re-run resumes from
 the last one. The result is a standard Hugging Face model folder at `<out>/model`.
+
+The chats come from a local JSONL file or, when `sft.dataset` is `hf:<org>/<name>[:<split>]`,
+from a Hugging Face Hub dataset read with `datasets` (imported only then). `sft.max_examples`
+keeps a seeded draw of that many chats.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from skillfactory.runspec import SFTSpec
+from skillfactory.runspec import SFTSpec, hub_dataset
 from skillfactory.train.precision import resolve_precision
 
 MODEL_DIR = "model"
@@ -49,12 +55,30 @@ class SFTResult:
         return asdict(self)
 
 
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+"""ShareGPT speaker names (`from`) as chat roles; `user`/`assistant` are taken as they are."""
+
+
+def chat_messages(record: dict[str, Any]) -> list[dict[str, str]]:
+    """The messages of a chat record: `messages` (role/content), or ShareGPT `conversations`
+    (from/value) after the row's `system` text when it has one."""
+    if "messages" in record:
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in record["messages"]]
+    messages = []
+    if isinstance(record.get("system"), str) and record["system"].strip():
+        messages.append({"role": "system", "content": record["system"]})
+    for turn in record.get("conversations") or []:
+        speaker = str(turn["from"])
+        messages.append(
+            {"role": SHAREGPT_ROLES.get(speaker, speaker), "content": str(turn["value"])}
+        )
+    return messages
+
+
 def prompt_completion(record: dict[str, Any]) -> dict[str, Any] | None:
     """A chat record as a conversational prompt/completion pair; None when it has no final
     assistant message or no prompt before it."""
-    messages = [
-        {"role": str(m["role"]), "content": str(m["content"])} for m in record.get("messages", [])
-    ]
+    messages = chat_messages(record)
     if len(messages) < 2 or messages[-1]["role"] != "assistant":
         return None
     return {"prompt": messages[:-1], "completion": messages[-1:]}
@@ -78,6 +102,33 @@ def read_chat_dataset(path: str | Path, max_bytes: int = MAX_DATASET_BYTES) -> l
             if line.strip() and (pair := prompt_completion(json.loads(line))) is not None:
                 pairs.append(pair)
     return pairs
+
+
+def read_hub_chats(repo: str, split: str) -> list[dict[str, Any]]:
+    """The prompt/completion pairs of a Hub dataset split (needs `datasets` and the network or its
+    cache), skipping rows without an answer."""
+    try:
+        # deferred: heavy or optional (datasets)
+        from datasets import load_dataset
+    except ImportError:
+        raise UnreadableDataset(
+            "an hf: sft.dataset needs the datasets package: pip install datasets"
+        ) from None
+    rows = load_dataset(repo, split=split)
+    return [pair for row in rows if (pair := prompt_completion(dict(row))) is not None]
+
+
+def read_chats(dataset: str | Path) -> list[dict[str, Any]]:
+    """The pairs of `sft.dataset`: a Hub dataset (`hf:<org>/<name>[:<split>]`) or a local file."""
+    hub = hub_dataset(str(dataset))
+    return read_hub_chats(*hub) if hub is not None else read_chat_dataset(dataset)
+
+
+def draw_examples(pairs: list[dict[str, Any]], most: int | None, seed: int) -> list[dict[str, Any]]:
+    """A seeded draw of `most` pairs (in the dataset's order), or all of them."""
+    if most is None or len(pairs) <= most:
+        return pairs
+    return [pairs[i] for i in sorted(random.Random(seed).sample(range(len(pairs)), most))]
 
 
 def last_checkpoint(out: Path) -> str | None:
@@ -150,7 +201,7 @@ def run_sft(
 ) -> SFTResult:
     """Fine-tune `model` (a local HF folder) on the chats in `dataset`; resumes when it can."""
     out = Path(out)
-    pairs = read_chat_dataset(dataset)
+    pairs = draw_examples(read_chats(dataset), spec.max_examples, seed)
     if not pairs:
         raise EmptySFTDataset(f"{dataset} has no chat ending with an assistant message")
     trainer = sft_trainer(spec, model, pairs, out, seed)

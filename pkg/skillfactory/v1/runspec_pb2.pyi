@@ -105,7 +105,7 @@ class DataSpec(_message.Message):
     def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., prompt_variants: _Optional[_Iterable[str]] = ..., samples_per_variant: _Optional[int] = ..., reflections_per_sample: _Optional[int] = ..., sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., reflection_sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., max_samples_per_trace: _Optional[int] = ..., composition: _Optional[str] = ..., rationalization: _Optional[bool] = ..., seed: _Optional[int] = ..., complete_missing_tags: _Optional[bool] = ...) -> None: ...
 
 class SFTSpec(_message.Message):
-    __slots__ = ("dataset", "learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_length", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "precision", "adam_beta2", "weight_decay", "gradient_checkpointing")
+    __slots__ = ("dataset", "learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_length", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "precision", "adam_beta2", "weight_decay", "gradient_checkpointing", "max_examples")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     LR_SCHEDULER_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class SFTSpec(_message.Message):
     ADAM_BETA2_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     learning_rate: float
     lr_scheduler: str
@@ -132,7 +133,8 @@ class SFTSpec(_message.Message):
     adam_beta2: float
     weight_decay: float
     gradient_checkpointing: bool
-    def __init__(self, dataset: _Optional[str] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., warmup_ratio: _Optional[float] = ..., num_epochs: _Optional[float] = ..., max_length: _Optional[int] = ..., per_device_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., save_steps: _Optional[int] = ..., precision: _Optional[str] = ..., adam_beta2: _Optional[float] = ..., weight_decay: _Optional[float] = ..., gradient_checkpointing: _Optional[bool] = ...) -> None: ...
+    max_examples: int
+    def __init__(self, dataset: _Optional[str] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., warmup_ratio: _Optional[float] = ..., num_epochs: _Optional[float] = ..., max_length: _Optional[int] = ..., per_device_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., save_steps: _Optional[int] = ..., precision: _Optional[str] = ..., adam_beta2: _Optional[float] = ..., weight_decay: _Optional[float] = ..., gradient_checkpointing: _Optional[bool] = ..., max_examples: _Optional[int] = ...) -> None: ...
 
 class GRPOSpec(_message.Message):
     __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision")
