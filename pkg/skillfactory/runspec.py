@@ -207,6 +207,35 @@ def hub_dataset(dataset: str) -> tuple[str, str] | None:
     return match["repo"], match["split"] or "train"
 
 
+class LoraSpec(Spec):
+    """LoRA adapters (PEFT `LoraConfig`) instead of training every weight; `rank: 0` (the
+    default) is full fine-tuning, as verl's `lora_rank: 0`. The learner trains only the adapters;
+    engines, the next stage and the eval get merged weights (W + alpha / rank · B A)."""
+
+    rank: int = Field(default=0, ge=0)
+    """Adapter rank r; 0 trains every weight. PEFT `LoraConfig.r` (TRL `peft_config`, TRL
+    `ModelConfig.lora_r`), verl `actor_rollout_ref.model.lora_rank`."""
+    alpha: float = Field(default=16.0, gt=0.0)
+    """Scale of the adapter update, applied as alpha / rank. PEFT `lora_alpha` (TRL
+    `ModelConfig.lora_alpha`), verl `actor_rollout_ref.model.lora_alpha`."""
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Dropout on the adapters' input while training. PEFT `lora_dropout` (TRL
+    `ModelConfig.lora_dropout`); verl has none (0)."""
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"])
+    """Modules given adapters: names such as q_proj, v_proj, or `all-linear` alone (every linear
+    layer but the output head). PEFT `target_modules` (TRL `ModelConfig.lora_target_modules`),
+    verl `actor_rollout_ref.model.target_modules`."""
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets_named(cls, targets: list[str]) -> list[str]:
+        if not targets or any(not t.strip() for t in targets):
+            raise ValueError("name at least one module (or all-linear)")
+        if "all-linear" in targets and len(targets) > 1:
+            raise ValueError("all-linear stands alone")
+        return targets
+
+
 class SFTSpec(Spec):
     """Stage 2: structural supervised fine-tuning on the silver traces (TRL SFTTrainer)."""
 
@@ -246,6 +275,10 @@ class SFTSpec(Spec):
     gradient_checkpointing: bool = False
     """Recompute activations in backward instead of keeping them (the released recipe turns it
     on; needed for 16k-token traces on 1.5B–7B models)."""
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    """LoRA adapters instead of full fine-tuning (rank 0: full). Given to TRL's `SFTTrainer` as
+    its `peft_config`; the stage writes the adapter to `sft/adapter` and the merged weights to
+    `sft/model`, a plain model folder GRPO and eval load as they would a fully trained one."""
 
     @field_validator("dataset")
     @classmethod
@@ -326,6 +359,11 @@ class GRPOSpec(Spec):
     """Checkpoint every this many steps."""
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     """Gradient clipping norm."""
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    """LoRA adapters on the GRPO learner instead of full fine-tuning (rank 0: full): only the
+    adapters train and sit in the optimizer; checkpoints hold the adapter (PEFT format) and its
+    optimizer state; engines get the merged weights (W + alpha / rank · B A) in the usual
+    weight-sync format, and `grpo/model` is merged too (adapter in `grpo/model/adapter`)."""
 
     @model_validator(mode="after")
     def _updates_divide_the_batch(self) -> GRPOSpec:

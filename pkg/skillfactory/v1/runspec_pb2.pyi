@@ -104,8 +104,20 @@ class DataSpec(_message.Message):
     complete_missing_tags: bool
     def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., prompt_variants: _Optional[_Iterable[str]] = ..., samples_per_variant: _Optional[int] = ..., reflections_per_sample: _Optional[int] = ..., sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., reflection_sampling: _Optional[_Union[SamplingSpec, _Mapping]] = ..., max_samples_per_trace: _Optional[int] = ..., composition: _Optional[str] = ..., rationalization: _Optional[bool] = ..., seed: _Optional[int] = ..., complete_missing_tags: _Optional[bool] = ...) -> None: ...
 
+class LoraSpec(_message.Message):
+    __slots__ = ("rank", "alpha", "dropout", "target_modules")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SFTSpec(_message.Message):
-    __slots__ = ("dataset", "learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_length", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "precision", "adam_beta2", "weight_decay", "gradient_checkpointing", "max_examples")
+    __slots__ = ("dataset", "learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_length", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "precision", "adam_beta2", "weight_decay", "gradient_checkpointing", "max_examples", "lora")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     LR_SCHEDULER_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +132,7 @@ class SFTSpec(_message.Message):
     WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     MAX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LORA_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     learning_rate: float
     lr_scheduler: str
@@ -134,10 +147,11 @@ class SFTSpec(_message.Message):
     weight_decay: float
     gradient_checkpointing: bool
     max_examples: int
-    def __init__(self, dataset: _Optional[str] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., warmup_ratio: _Optional[float] = ..., num_epochs: _Optional[float] = ..., max_length: _Optional[int] = ..., per_device_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., save_steps: _Optional[int] = ..., precision: _Optional[str] = ..., adam_beta2: _Optional[float] = ..., weight_decay: _Optional[float] = ..., gradient_checkpointing: _Optional[bool] = ..., max_examples: _Optional[int] = ...) -> None: ...
+    lora: LoraSpec
+    def __init__(self, dataset: _Optional[str] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., warmup_ratio: _Optional[float] = ..., num_epochs: _Optional[float] = ..., max_length: _Optional[int] = ..., per_device_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., save_steps: _Optional[int] = ..., precision: _Optional[str] = ..., adam_beta2: _Optional[float] = ..., weight_decay: _Optional[float] = ..., gradient_checkpointing: _Optional[bool] = ..., max_examples: _Optional[int] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ...) -> None: ...
 
 class GRPOSpec(_message.Message):
-    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision")
+    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision", "lora")
     TASK_FIELD_NUMBER: _ClassVar[int]
     NUM_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +178,7 @@ class GRPOSpec(_message.Message):
     LOGPROB_CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    LORA_FIELD_NUMBER: _ClassVar[int]
     task: str
     num_problems: int
     steps: int
@@ -190,7 +205,8 @@ class GRPOSpec(_message.Message):
     logprob_chunk_tokens: int
     gradient_checkpointing: bool
     precision: str
-    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., epochs_per_batch: _Optional[int] = ..., max_tokens_per_micro_batch: _Optional[int] = ..., logprob_chunk_tokens: _Optional[int] = ..., gradient_checkpointing: _Optional[bool] = ..., precision: _Optional[str] = ...) -> None: ...
+    lora: LoraSpec
+    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., epochs_per_batch: _Optional[int] = ..., max_tokens_per_micro_batch: _Optional[int] = ..., logprob_chunk_tokens: _Optional[int] = ..., gradient_checkpointing: _Optional[bool] = ..., precision: _Optional[str] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ...) -> None: ...
 
 class BudgetForcingSpec(_message.Message):
     __slots__ = ("enabled", "first_budget", "total_budget")
