@@ -107,6 +107,16 @@ class VllmEngineSpec(Spec):
 
 
 class SimulatedEngineSpec(Spec):
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    """GPUs one engine shards the model over (vLLM `tensor_parallel_size`; verl
+    `rollout.tensor_model_parallel_size`)."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prompt prefixes (a group's samples share their prompt)."""
+    enable_sleep_mode: bool = False
+    """Embedded mode with the learner on the same GPU: the engine sleeps while the learner trains
+    (weights offloaded, KV cache freed: vLLM `sleep(level=1)`) and wakes for the next rollout
+    (verl `free_cache_engine`). GPU builds only; rollout services in the distributed mode own
+    their GPUs and never sleep."""
     """SIMULATION for tests and benchmarks: completions that are a function of the prompt and its
     seed alone (`skillfactory.engines.simulated.SeededTextEngine`), no model is run, and every
     call lasts `seconds_per_token` per decode step. Never for results about a model."""
@@ -387,6 +397,13 @@ class BudgetForcingSpec(Spec):
 
     @model_validator(mode="after")
     def _total_covers_first(self) -> BudgetForcingSpec:
+    eval_every: int = Field(default=0, ge=0)
+    """Evaluate on held-out problems of the GRPO task every this many steps (and at the last
+    step) through the eval harness, on the rollout engine or fleet; 0 never does (TRL
+    `eval_steps`, verl `trainer.test_freq`). The best step's model is kept in `grpo/best/`."""
+    eval_problems: int = Field(default=64, ge=1)
+    """Held-out test problems of each evaluation during training (sampled as `eval` says:
+    samples_per_problem, temperature, top-p; at most max_response_length tokens)."""
         if self.total_budget < self.first_budget:
             raise ValueError("total_budget must be at least first_budget")
         return self
@@ -448,6 +465,25 @@ class RunSpec(Spec):
     grpo: GRPOSpec = Field(default_factory=GRPOSpec)
     """Stage 3 parameters."""
     eval: EvalSpec = Field(default_factory=EvalSpec)
+class TrackingSpec(Spec):
+    """Experiment tracking (`skillfactory.tracking`): step metrics, eval metrics and tables of
+    sampled completions, logged by the leading process only."""
+
+    backend: Literal["none", "wandb", "trackio"] = "none"
+    """Where to log (TRL `report_to`, verl `trainer.logger`); wandb follows its own
+    environment (WANDB_MODE=offline, WANDB_DIR, WANDB_API_KEY), trackio logs to a local
+    database (TRACKIO_DIR)."""
+    project: str = Field(default="skillfactory", min_length=1)
+    """Project the run is logged under."""
+    run_name: str | None = None
+    """Name of the tracked run; None uses the run spec's name."""
+    completions_every: int = Field(default=10, ge=0)
+    """Log a table of sampled completions (prompt, completion, reward, policy version,
+    staleness) every this many GRPO steps; 0 never does (TRL `log_completions`)."""
+    max_completions: int = Field(default=16, ge=1)
+    """Most rows of one completions table (TRL `num_completions_to_print`)."""
+
+
     """Evaluation parameters."""
 
     @model_validator(mode="after")
@@ -479,6 +515,8 @@ class InvalidRunSpec(ValueError):
 
 
 _UNION_FIELDS = {"engine", "queue"}
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    """Experiment tracking (wandb, trackio or none)."""
 
 
 def _problem_path(loc: tuple[int | str, ...]) -> str:

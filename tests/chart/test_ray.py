@@ -136,6 +136,9 @@ def test_serve_config_runs_our_app_with_the_values() -> None:
         "kv_cache_gib": 2.0,
         "enforce_eager": False,
         "max_model_len": 4096,
+        "tensor_parallel_size": 1,
+        "enable_prefix_caching": True,
+        "enable_sleep_mode": False,
     }
     assert (args.seed, args.num_cpus, args.num_gpus) == (7, 3, 2)
     assert args.autoscaling.ray_config() == {

@@ -1,7 +1,9 @@
 """The task registry: every task of the method by its full name, e.g. `get_task("countdown-4")`.
 
 Generated tasks (countdown, multiplication, letter-countdown, acronym) are seeded generators;
-dataset tasks (gsm8k, csqa, math500) read packaged offline data by default. `countdown-N` grades
+dataset tasks (gsm8k, csqa, math500, openthoughts) read packaged offline data by default, and
+their Hugging Face dataset (`source="hf"`, through `datasets`) when the name ends in `@hf`, e.g.
+`openthoughts@hf` (OpenThoughts3-1.2M; the packaged openthoughts rows are a small test sample). `countdown-N` grades
 every given number used exactly once; `countdown-subset-N` is the same task graded at most once
 per number (see `skillfactory.tasks.countdown`).
 """
@@ -10,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache, partial
+from typing import cast
 
 from skillfactory.tasks.acronym import AcronymTask
 from skillfactory.tasks.base import Grade, Problem, ProblemFieldError, Task, grade
 from skillfactory.tasks.countdown import CountdownTask
 from skillfactory.tasks.csqa import CommonsenseQATask
+from skillfactory.tasks.dataset_rows import DatasetTask
 from skillfactory.tasks.gsm8k import GSM8KTask
 from skillfactory.tasks.letter_countdown import LetterCountdownTask
 from skillfactory.tasks.math500 import Math500Task
 from skillfactory.tasks.multiplication import MultiplicationTask
+from skillfactory.tasks.openthoughts import OpenThoughtsTask
 
 
 def _factories() -> dict[str, Callable[[], Task]]:
@@ -36,30 +41,41 @@ def _factories() -> dict[str, Callable[[], Task]]:
     factories["gsm8k"] = GSM8KTask
     factories["csqa"] = CommonsenseQATask
     factories["math500"] = Math500Task
+    factories["openthoughts"] = OpenThoughtsTask
     return factories
 
 
 _FACTORIES = _factories()
 
 TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)
-"""Every concrete task name, in a stable order."""
+"""Every concrete task name, in a stable order (each dataset task also as `<name>@hf`)."""
+HF_SUFFIX = "@hf"
+"""Appended to a dataset task's name: the same task read from its Hugging Face dataset."""
 
 
 class UnknownTaskError(ValueError):
     """A task name that is not in `TASK_NAMES`."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")
+        super().__init__(
+            f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)} "
+            f"(a dataset task read from the Hub: <name>{HF_SUFFIX})"
+        )
         self.name = name
 
 
 @cache
 def get_task(name: str) -> Task:
     """The task called `name` (one shared instance per name); raises `UnknownTaskError`."""
-    factory = _FACTORIES.get(name)
+    base = name.removesuffix(HF_SUFFIX)
+    factory = _FACTORIES.get(base)
     if factory is None:
         raise UnknownTaskError(name)
-    return factory()
+    if base == name:
+        return factory()
+    if not (isinstance(factory, type) and issubclass(factory, DatasetTask)):
+        raise UnknownTaskError(name)  # a generated task has no Hub dataset
+    return cast(Callable[..., Task], factory)(source="hf")
 
 
 __all__ = [
@@ -72,6 +88,7 @@ __all__ = [
     "LetterCountdownTask",
     "Math500Task",
     "MultiplicationTask",
+    "OpenThoughtsTask",
     "Problem",
     "ProblemFieldError",
     "Task",

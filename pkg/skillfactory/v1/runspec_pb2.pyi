@@ -35,18 +35,24 @@ class TransformersEngineSpec(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., compile: _Optional[bool] = ..., device: _Optional[str] = ...) -> None: ...
 
 class VllmEngineSpec(_message.Message):
-    __slots__ = ("dtype", "gpu_memory_utilization", "kv_cache_gib", "enforce_eager", "max_model_len")
+    __slots__ = ("dtype", "gpu_memory_utilization", "kv_cache_gib", "enforce_eager", "max_model_len", "tensor_parallel_size", "enable_prefix_caching", "enable_sleep_mode")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     GPU_MEMORY_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
     KV_CACHE_GIB_FIELD_NUMBER: _ClassVar[int]
     ENFORCE_EAGER_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_PARALLEL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_PREFIX_CACHING_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_SLEEP_MODE_FIELD_NUMBER: _ClassVar[int]
     dtype: str
     gpu_memory_utilization: float
     kv_cache_gib: float
     enforce_eager: bool
     max_model_len: int
-    def __init__(self, dtype: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., kv_cache_gib: _Optional[float] = ..., enforce_eager: _Optional[bool] = ..., max_model_len: _Optional[int] = ...) -> None: ...
+    tensor_parallel_size: int
+    enable_prefix_caching: bool
+    enable_sleep_mode: bool
+    def __init__(self, dtype: _Optional[str] = ..., gpu_memory_utilization: _Optional[float] = ..., kv_cache_gib: _Optional[float] = ..., enforce_eager: _Optional[bool] = ..., max_model_len: _Optional[int] = ..., tensor_parallel_size: _Optional[int] = ..., enable_prefix_caching: _Optional[bool] = ..., enable_sleep_mode: _Optional[bool] = ...) -> None: ...
 
 class SimulatedEngineSpec(_message.Message):
     __slots__ = ("seconds_per_token", "max_batch_size")
@@ -151,7 +157,7 @@ class SFTSpec(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., warmup_ratio: _Optional[float] = ..., num_epochs: _Optional[float] = ..., max_length: _Optional[int] = ..., per_device_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., save_steps: _Optional[int] = ..., precision: _Optional[str] = ..., adam_beta2: _Optional[float] = ..., weight_decay: _Optional[float] = ..., gradient_checkpointing: _Optional[bool] = ..., max_examples: _Optional[int] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ...) -> None: ...
 
 class GRPOSpec(_message.Message):
-    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision", "lora")
+    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision", "kl_estimator", "kl_in_reward", "importance_level", "clip_c", "advantage_norm", "leave_one_out", "lora", "eval_every", "eval_problems")
     TASK_FIELD_NUMBER: _ClassVar[int]
     NUM_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -178,7 +184,15 @@ class GRPOSpec(_message.Message):
     LOGPROB_CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    KL_ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    KL_IN_REWARD_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    CLIP_C_FIELD_NUMBER: _ClassVar[int]
+    ADVANTAGE_NORM_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_ONE_OUT_FIELD_NUMBER: _ClassVar[int]
     LORA_FIELD_NUMBER: _ClassVar[int]
+    EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
+    EVAL_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     task: str
     num_problems: int
     steps: int
@@ -205,8 +219,16 @@ class GRPOSpec(_message.Message):
     logprob_chunk_tokens: int
     gradient_checkpointing: bool
     precision: str
+    kl_estimator: str
+    kl_in_reward: bool
+    importance_level: str
+    clip_c: float
+    advantage_norm: str
+    leave_one_out: bool
     lora: LoraSpec
-    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., epochs_per_batch: _Optional[int] = ..., max_tokens_per_micro_batch: _Optional[int] = ..., logprob_chunk_tokens: _Optional[int] = ..., gradient_checkpointing: _Optional[bool] = ..., precision: _Optional[str] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ...) -> None: ...
+    eval_every: int
+    eval_problems: int
+    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., epochs_per_batch: _Optional[int] = ..., max_tokens_per_micro_batch: _Optional[int] = ..., logprob_chunk_tokens: _Optional[int] = ..., gradient_checkpointing: _Optional[bool] = ..., precision: _Optional[str] = ..., kl_estimator: _Optional[str] = ..., kl_in_reward: _Optional[bool] = ..., importance_level: _Optional[str] = ..., clip_c: _Optional[float] = ..., advantage_norm: _Optional[str] = ..., leave_one_out: _Optional[bool] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., eval_every: _Optional[int] = ..., eval_problems: _Optional[int] = ...) -> None: ...
 
 class BudgetForcingSpec(_message.Message):
     __slots__ = ("enabled", "first_budget", "total_budget")
@@ -236,8 +258,22 @@ class EvalSpec(_message.Message):
     budget_forcing: BudgetForcingSpec
     def __init__(self, tasks: _Optional[_Iterable[str]] = ..., num_problems: _Optional[int] = ..., samples_per_problem: _Optional[int] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., budget_forcing: _Optional[_Union[BudgetForcingSpec, _Mapping]] = ...) -> None: ...
 
+class TrackingSpec(_message.Message):
+    __slots__ = ("backend", "project", "run_name", "completions_every", "max_completions")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    RUN_NAME_FIELD_NUMBER: _ClassVar[int]
+    COMPLETIONS_EVERY_FIELD_NUMBER: _ClassVar[int]
+    MAX_COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    project: str
+    run_name: str
+    completions_every: int
+    max_completions: int
+    def __init__(self, backend: _Optional[str] = ..., project: _Optional[str] = ..., run_name: _Optional[str] = ..., completions_every: _Optional[int] = ..., max_completions: _Optional[int] = ...) -> None: ...
+
 class RunSpec(_message.Message):
-    __slots__ = ("name", "model", "seed", "output_dir", "stages", "baseline", "transformers", "vllm", "simulated", "inprocess", "redis", "data", "sft", "grpo", "eval", "reuse_from")
+    __slots__ = ("name", "model", "seed", "output_dir", "stages", "baseline", "transformers", "vllm", "simulated", "inprocess", "redis", "data", "sft", "grpo", "eval", "reuse_from", "tracking")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +290,7 @@ class RunSpec(_message.Message):
     GRPO_FIELD_NUMBER: _ClassVar[int]
     EVAL_FIELD_NUMBER: _ClassVar[int]
     REUSE_FROM_FIELD_NUMBER: _ClassVar[int]
+    TRACKING_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     seed: int
@@ -270,4 +307,5 @@ class RunSpec(_message.Message):
     grpo: GRPOSpec
     eval: EvalSpec
     reuse_from: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., output_dir: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., baseline: _Optional[str] = ..., transformers: _Optional[_Union[TransformersEngineSpec, _Mapping]] = ..., vllm: _Optional[_Union[VllmEngineSpec, _Mapping]] = ..., simulated: _Optional[_Union[SimulatedEngineSpec, _Mapping]] = ..., inprocess: _Optional[_Union[InProcessQueueSpec, _Mapping]] = ..., redis: _Optional[_Union[RedisQueueSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., sft: _Optional[_Union[SFTSpec, _Mapping]] = ..., grpo: _Optional[_Union[GRPOSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ..., reuse_from: _Optional[str] = ...) -> None: ...
+    tracking: TrackingSpec
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., output_dir: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., baseline: _Optional[str] = ..., transformers: _Optional[_Union[TransformersEngineSpec, _Mapping]] = ..., vllm: _Optional[_Union[VllmEngineSpec, _Mapping]] = ..., simulated: _Optional[_Union[SimulatedEngineSpec, _Mapping]] = ..., inprocess: _Optional[_Union[InProcessQueueSpec, _Mapping]] = ..., redis: _Optional[_Union[RedisQueueSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., sft: _Optional[_Union[SFTSpec, _Mapping]] = ..., grpo: _Optional[_Union[GRPOSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ..., reuse_from: _Optional[str] = ..., tracking: _Optional[_Union[TrackingSpec, _Mapping]] = ...) -> None: ...

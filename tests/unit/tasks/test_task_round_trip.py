@@ -8,7 +8,8 @@ import pytest
 
 from skillfactory.tasks import TASK_NAMES, Problem, UnknownTaskError, get_task, grade
 
-GENERATED = [name for name in TASK_NAMES if name not in ("gsm8k", "csqa", "math500")]
+DATASETS = ("gsm8k", "csqa", "math500", "openthoughts")
+GENERATED = [name for name in TASK_NAMES if name not in DATASETS]
 EXPECTED_NAMES = {
     *(f"countdown-{n}" for n in (3, 4, 5, 6)),
     *(f"countdown-subset-{n}" for n in (3, 4, 5, 6)),
@@ -20,6 +21,7 @@ EXPECTED_NAMES = {
     "gsm8k",
     "csqa",
     "math500",
+    "openthoughts",
 }
 
 
@@ -55,7 +57,7 @@ def wrong_answers(problem: Problem) -> list[str]:
     if family == "csqa":
         others = [label for label in problem.data["choices"]["label"] if label != answer]
         return [*others, "F", "none of these"]
-    if family == "math500":
+    if family in ("math500", "openthoughts"):
         return ["\\boxed{123456789}", "x^{99}+17", "garbage"]
     raise AssertionError(problem.task)
 
