@@ -43,6 +43,9 @@ Composition = Literal[
 Algorithm 1, its ablations/baselines, and the released code's formats (`released-*`)."""
 Baseline = Literal["skillfactory", "rl-only", "star", "distill"]
 LossType = Literal["token-mean", "sequence-mean", "dr-grpo"]
+ImportanceLevel = Literal["token", "sequence"]
+KLEstimator = Literal["k1", "k2", "k3"]
+AdvantageNorm = Literal["group", "batch", "none"]
 Precision = Literal["auto", "bf16-mixed", "fp32", "bf16"]
 """Training precision: `bf16-mixed` keeps fp32 master weights and optimizer state and computes in
 bf16 (autocast); `fp32` computes in fp32; `bf16` is pure bf16 (weights and optimizer state in
@@ -104,9 +107,6 @@ class VllmEngineSpec(Spec):
     """Disable CUDA graphs (faster start, slower decode)."""
     max_model_len: int | None = Field(default=None, ge=1)
     """Context length vLLM reserves for; None takes the model's."""
-
-
-class SimulatedEngineSpec(Spec):
     tensor_parallel_size: int = Field(default=1, ge=1)
     """GPUs one engine shards the model over (vLLM `tensor_parallel_size`; verl
     `rollout.tensor_model_parallel_size`)."""
@@ -117,6 +117,9 @@ class SimulatedEngineSpec(Spec):
     (weights offloaded, KV cache freed: vLLM `sleep(level=1)`) and wakes for the next rollout
     (verl `free_cache_engine`). GPU builds only; rollout services in the distributed mode own
     their GPUs and never sleep."""
+
+
+class SimulatedEngineSpec(Spec):
     """SIMULATION for tests and benchmarks: completions that are a function of the prompt and its
     seed alone (`skillfactory.engines.simulated.SeededTextEngine`), no model is run, and every
     call lasts `seconds_per_token` per decode step. Never for results about a model."""
@@ -350,7 +353,34 @@ class GRPOSpec(Spec):
     clip_eps_high: float = Field(default=0.2, ge=0.0)
     """Upper PPO clip: ratios above 1 + ε are clipped."""
     kl_beta: float = Field(default=0.0, ge=0.0)
-    """Weight of the k3 KL penalty to the reference model; 0 disables it (paper default)."""
+    """Weight of the KL penalty to the reference model; 0 disables it (paper default). TRL
+    `beta`; verl `actor.kl_loss_coef` (in the loss) or `algorithm.kl_ctrl.kl_coef` (with
+    `kl_in_reward`)."""
+    kl_estimator: KLEstimator = "k3"
+    """Per-token KL estimator (Schulman's): `k1` = logp − ref, `k2` = ½(logp − ref)²,
+    `k3` = e^(ref − logp) − (ref − logp) − 1 (TRL's only one). verl `actor.kl_loss_type` /
+    `algorithm.kl_penalty`: `kl` (k1), `mse` (k2), `low_var_kl` (k3)."""
+    kl_in_reward: bool = False
+    """Subtract β·Σ_t KL_t (the proximal policy's, no gradient) from each completion's reward
+    before the advantages instead of adding β·KL to the loss. verl
+    `algorithm.use_kl_in_reward` (TRL: none)."""
+    importance_level: ImportanceLevel = "token"
+    """PPO ratio per token, or per sequence (GSPO: the geometric mean of the sequence's token
+    ratios, clipped once for the whole sequence). TRL `importance_sampling_level`; verl
+    `actor.policy_loss.loss_mode: gspo`."""
+    clip_c: float | None = Field(default=None, gt=1.0)
+    """Dual-clip PPO: for negative advantages the token loss is at most −c·A, bounding the
+    update of tokens whose ratio exploded; None disables it. verl `actor.clip_ratio_c` (TRL:
+    none)."""
+    advantage_norm: AdvantageNorm | None = None
+    """Scale of the group-centred rewards: `group` divides by the group's std (GRPO), `batch`
+    by the std of every reward of the rollout batch, `none` centres only (Dr.GRPO). None: `none`
+    with `loss: dr-grpo`, else `group`. TRL `scale_rewards`; verl
+    `algorithm.norm_adv_by_std_in_grpo` (group or none)."""
+    leave_one_out: bool = False
+    """RLOO baseline: centre each reward on the mean of the *other* completions of its group
+    (G/(G−1) times the group-centred reward), then scale by `advantage_norm` (use `none` for
+    plain RLOO). verl `algorithm.adv_estimator: rloo`; TRL `RLOOTrainer`."""
     filter_zero_variance: bool = False
     """Drop groups whose rewards are all equal (they carry no advantage)."""
     max_staleness: int = Field(default=1, ge=0)
@@ -367,6 +397,13 @@ class GRPOSpec(Spec):
     """Rollout nucleus sampling."""
     save_steps: int = Field(default=25, ge=1)
     """Checkpoint every this many steps."""
+    eval_every: int = Field(default=0, ge=0)
+    """Evaluate on held-out problems of the GRPO task every this many steps (and at the last
+    step) through the eval harness, on the rollout engine or fleet; 0 never does (TRL
+    `eval_steps`, verl `trainer.test_freq`). The best step's model is kept in `grpo/best/`."""
+    eval_problems: int = Field(default=64, ge=1)
+    """Held-out test problems of each evaluation during training (sampled as `eval` says:
+    samples_per_problem, temperature, top-p; at most max_response_length tokens)."""
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     """Gradient clipping norm."""
     lora: LoraSpec = Field(default_factory=LoraSpec)
@@ -397,13 +434,6 @@ class BudgetForcingSpec(Spec):
 
     @model_validator(mode="after")
     def _total_covers_first(self) -> BudgetForcingSpec:
-    eval_every: int = Field(default=0, ge=0)
-    """Evaluate on held-out problems of the GRPO task every this many steps (and at the last
-    step) through the eval harness, on the rollout engine or fleet; 0 never does (TRL
-    `eval_steps`, verl `trainer.test_freq`). The best step's model is kept in `grpo/best/`."""
-    eval_problems: int = Field(default=64, ge=1)
-    """Held-out test problems of each evaluation during training (sampled as `eval` says:
-    samples_per_problem, temperature, top-p; at most max_response_length tokens)."""
         if self.total_budget < self.first_budget:
             raise ValueError("total_budget must be at least first_budget")
         return self
@@ -433,6 +463,25 @@ class EvalSpec(Spec):
     """Eval nucleus sampling."""
     budget_forcing: BudgetForcingSpec = Field(default_factory=BudgetForcingSpec)
     """Budget forcing settings."""
+
+
+class TrackingSpec(Spec):
+    """Experiment tracking (`skillfactory.tracking`): step metrics, eval metrics and tables of
+    sampled completions, logged by the leading process only."""
+
+    backend: Literal["none", "wandb", "trackio"] = "none"
+    """Where to log (TRL `report_to`, verl `trainer.logger`); wandb follows its own
+    environment (WANDB_MODE=offline, WANDB_DIR, WANDB_API_KEY), trackio logs to a local
+    database (TRACKIO_DIR)."""
+    project: str = Field(default="skillfactory", min_length=1)
+    """Project the run is logged under."""
+    run_name: str | None = None
+    """Name of the tracked run; None uses the run spec's name."""
+    completions_every: int = Field(default=10, ge=0)
+    """Log a table of sampled completions (prompt, completion, reward, policy version,
+    staleness) every this many GRPO steps; 0 never does (TRL `log_completions`)."""
+    max_completions: int = Field(default=16, ge=1)
+    """Most rows of one completions table (TRL `num_completions_to_print`)."""
 
 
 class RunSpec(Spec):
@@ -465,26 +514,9 @@ class RunSpec(Spec):
     grpo: GRPOSpec = Field(default_factory=GRPOSpec)
     """Stage 3 parameters."""
     eval: EvalSpec = Field(default_factory=EvalSpec)
-class TrackingSpec(Spec):
-    """Experiment tracking (`skillfactory.tracking`): step metrics, eval metrics and tables of
-    sampled completions, logged by the leading process only."""
-
-    backend: Literal["none", "wandb", "trackio"] = "none"
-    """Where to log (TRL `report_to`, verl `trainer.logger`); wandb follows its own
-    environment (WANDB_MODE=offline, WANDB_DIR, WANDB_API_KEY), trackio logs to a local
-    database (TRACKIO_DIR)."""
-    project: str = Field(default="skillfactory", min_length=1)
-    """Project the run is logged under."""
-    run_name: str | None = None
-    """Name of the tracked run; None uses the run spec's name."""
-    completions_every: int = Field(default=10, ge=0)
-    """Log a table of sampled completions (prompt, completion, reward, policy version,
-    staleness) every this many GRPO steps; 0 never does (TRL `log_completions`)."""
-    max_completions: int = Field(default=16, ge=1)
-    """Most rows of one completions table (TRL `num_completions_to_print`)."""
-
-
     """Evaluation parameters."""
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    """Experiment tracking (wandb, trackio or none)."""
 
     @model_validator(mode="after")
     def _stages_in_order(self) -> RunSpec:
@@ -515,8 +547,6 @@ class InvalidRunSpec(ValueError):
 
 
 _UNION_FIELDS = {"engine", "queue"}
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-    """Experiment tracking (wandb, trackio or none)."""
 
 
 def _problem_path(loc: tuple[int | str, ...]) -> str:

@@ -92,9 +92,7 @@ def test_tracking_defaults_to_none() -> None:
 
 def test_tracking_fields_are_checked() -> None:
     assert _problem_paths({"tracking": {"backend": "tensorboard"}}) == ["tracking.backend"]
-    assert _problem_paths({"tracking": {"completions_every": -2}}) == [
-        "tracking.completions_every"
-    ]
+    assert _problem_paths({"tracking": {"completions_every": -2}}) == ["tracking.completions_every"]
     assert _problem_paths({"tracking": {"max_completions": 0}}) == ["tracking.max_completions"]
     assert _problem_paths({"tracking": {"project": ""}}) == ["tracking.project"]
     with pytest.raises(InvalidRunSpec, match="allowed: backend, project"):
