@@ -1,5 +1,5 @@
-"""What the report shows, in order: the runs, accuracy across methods, skill usage, budget
-forcing, response lengths, GRPO training and stage 1. Each part says what is missing instead of
+"""What the report shows, in order: the runs, accuracy across methods, skill usage, the ablation
+table (when the runs are variants of one base spec), budget forcing, response lengths, GRPO training and stage 1. Each part says what is missing instead of
 leaving a hole; figures are drawn into `figure_dir` as they are needed."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from skillfactory.report.collect import Run
 from skillfactory.report.figures import grpo_curves, length_histograms
 from skillfactory.report.render import Notes, Section
 from skillfactory.report.tables import (
+    ablation_tables,
     accuracy_table,
     budget_forcing_table,
     runs_table,
@@ -26,6 +27,7 @@ def build_sections(runs: Sequence[Run], figure_dir: Path) -> list[Section]:
     return [
         runs_section(runs),
         eval_section(runs),
+        *ablation_sections(runs),
         budget_forcing_section(runs),
         lengths_section(runs, figure_dir, stems),
         grpo_section(runs, figure_dir, stems),
@@ -62,6 +64,13 @@ def eval_section(runs: Sequence[Run]) -> Section:
     section.blocks += [accuracy_table(runs), skill_table(runs)]
     section.blocks += _lacking(runs, lambda run: not run.evals, "no evaluation")
     return section
+
+
+def ablation_sections(runs: Sequence[Run]) -> list[Section]:
+    """The paper's ablation layout, when two or more of the runs are variants of one base spec
+    (`skillfactory suite run` makes such runs); nothing otherwise."""
+    tables = ablation_tables(runs)
+    return [Section("Ablations", [table for table in tables])] if tables else []
 
 
 def budget_forcing_section(runs: Sequence[Run]) -> Section:

@@ -5,6 +5,10 @@ the Markdown show the same text.
 - `accuracy_table`: one row per (run, model): accuracy per eval task, then the group means;
 - `skill_table`: one row per (run, model, task): #Ans, #Ref, share reflecting with a verdict,
   verdict F1 of both classes, tokens;
+- `ablation_tables`: one table per base spec that several variants (the method, its ablations,
+  baselines, released formats) were run from, in the paper's layout: the base model, then each
+  variant after SFT and after SFT→GRPO in the paper's order; accuracy per task grouped in-domain,
+  harder, out-of-domain, the means, and in-domain skill usage;
 - `budget_forcing_table`: accuracy without and with forcing and the difference, where evaluated;
 - `stage1_table` / `training_table`: one run's stage-1 summary, and its SFT and GRPO results.
 """
@@ -15,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skillfactory.ablation import base_key, paper_rank, variant_of
 from skillfactory.report.collect import SKIPPED_STAGES, ModelEval, Run
 
 GROUPS = ("in_domain", "harder", "out_of_domain", "overall")
@@ -134,6 +139,106 @@ def skill_table(runs: Sequence[Run]) -> Table:
         "of responses with a <reflect> block holding a <verdict>; tokens: mean."
     )
     return Table("Skill usage", columns, rows, _evaluated(runs), note)
+
+
+def ablation_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """Evaluated runs that are variants of one base spec (`skillfactory.ablation.base_key`), two
+    or more distinct variants per group, each group in the paper's order
+    (`skillfactory.ablation.PAPER_ORDER`, then as given)."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.spec and run.evals:
+            groups.setdefault(base_key(run.spec), []).append(run)
+    return [
+        sorted(group, key=lambda run: paper_rank(variant_of(run.spec)))
+        for group in groups.values()
+        if len({variant_of(run.spec) for run in group}) > 1
+    ]
+
+
+def ablation_tables(runs: Sequence[Run]) -> list[Table]:
+    """The paper's table for each group of `ablation_groups`: one row for the base model (as the
+    method's run evaluated it, else the first run's), then
+    one per variant and model (SFT, SFT→GRPO; GRPO for rl-only); columns: accuracy per task
+    (in-domain, harder, out-of-domain), the mean of each group of several tasks and of all, then
+    the in-domain skill usage (share reflecting with a verdict, verdict F1 of both classes)."""
+    return [_ablation_table(group) for group in ablation_groups(runs)]
+
+
+def _ablation_table(group: Sequence[Run]) -> Table:
+    members = _group_members(group)
+    tasks = [t for g in ("in_domain", "harder", "out_of_domain") for t in members.get(g, [])]
+    tasks += [t for t in eval_tasks(group) if t not in tasks]
+    means = [g for g in GROUPS if len(members.get(g, [])) > 1 or (g == "overall" and g in members)]
+    skill_group = "in_domain" if "in_domain" in members else "overall"
+    labels = _variant_labels(group)
+
+    def row(variant: str, stage: str, model: ModelEval) -> list[str]:
+        skills = model.groups.get(skill_group, {})
+        return (
+            [variant, stage]
+            + [fmt(model.tasks.get(task, {}).get("accuracy")) for task in tasks]
+            + [fmt(model.groups.get(g, {}).get("accuracy")) for g in means]
+            + [fmt(skills.get(key)) for key in _SKILL_KEYS]
+        )
+
+    rows: list[list[str]] = []
+    method_first = sorted(group, key=lambda run: variant_of(run.spec) != "skillfactory")
+    base = next(((r, m) for r in method_first for m in r.evals if m.label == "base"), None)
+    if base is not None:
+        rows.append(row("base model", "base", base[1]))
+    for run, variant in zip(group, labels, strict=True):
+        for model in run.evals:
+            if model.label != "base":
+                rows.append(row(variant, _stage_name(run, model.label), model))
+    columns = ["variant", "model", *tasks, *(f"{GROUP_NAMES[g]} mean" for g in means)]
+    columns += ["reflects", "F1 correct", "F1 incorrect"]
+    parts = [
+        f"{GROUP_NAMES[g]}: {', '.join(members[g])}"
+        for g in ("in_domain", "harder", "out_of_domain")
+        if members.get(g)
+    ]
+    note = (
+        f"Accuracy per task ({'; '.join(parts) or 'no task groups'}); means over the tasks of "
+        f"each group; reflects and verdict F1: {GROUP_NAMES[skill_group]} means."
+    )
+    if base is not None:
+        note += f" The base model row is run {base[0].name}'s evaluation of it."
+    first = group[0]
+    title = f"Ablations · {first.model} · {first.task}"
+    return Table(title, columns, rows, list(group), note)
+
+
+_SKILL_KEYS = ("reflect_share", "verdict_f1_correct", "verdict_f1_incorrect")
+
+
+def _group_members(runs: Sequence[Run]) -> dict[str, list[str]]:
+    """Tasks of each eval group, as the first run that groups them says."""
+    for run in runs:
+        for model in run.evals:
+            if model.groups:
+                return {
+                    group: [str(t) for t in value.get("tasks", [])]
+                    for group, value in model.groups.items()
+                }
+    return {}
+
+
+def _variant_labels(group: Sequence[Run]) -> list[str]:
+    """Each run's variant; runs that share one (e.g. two distill datasets) go by their names."""
+    variants = [variant_of(run.spec) for run in group]
+    return [
+        run.name if variants.count(variant) > 1 else variant
+        for run, variant in zip(group, variants, strict=True)
+    ]
+
+
+def _stage_name(run: Run, label: str) -> str:
+    if label == "sft":
+        return "SFT"
+    if label == "grpo":
+        return "GRPO" if run.baseline == "rl-only" else "SFT→GRPO"
+    return label
 
 
 def budget_forcing_table(runs: Sequence[Run]) -> Table | None:

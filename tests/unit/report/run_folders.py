@@ -35,12 +35,16 @@ def task_metrics(seed: float, forcing: bool = False) -> dict[str, Any]:
 
 def model_summary(model: str, offset: float, forcing: bool = False) -> dict[str, Any]:
     tasks = {task: task_metrics(offset + i / 100, forcing) for i, task in enumerate(TASKS)}
+    skills = ("reflect_share", "verdict_f1_correct", "verdict_f1_incorrect")
     groups: dict[str, Any] = {
-        "in_domain": {"tasks": ["countdown-3"], "accuracy": tasks["countdown-3"]["accuracy"]},
-        "harder": {"tasks": ["countdown-4"], "accuracy": tasks["countdown-4"]["accuracy"]},
-        "out_of_domain": {"tasks": ["csqa"], "accuracy": tasks["csqa"]["accuracy"]},
-        "overall": {"tasks": list(TASKS), "accuracy": 0.111 + offset},
+        group: {"tasks": [task], **{key: tasks[task][key] for key in ("accuracy", *skills)}}
+        for group, task in (
+            ("in_domain", "countdown-3"),
+            ("harder", "countdown-4"),
+            ("out_of_domain", "csqa"),
+        )
     }
+    groups["overall"] = {"tasks": list(TASKS), "accuracy": 0.111 + offset}
     if forcing:
         groups["overall"]["budget_forcing"] = {
             "accuracy_without": 0.2 + offset,
@@ -89,8 +93,11 @@ def build_run(
     *,
     forcing: bool = False,
     stages: tuple[str, ...] = ("data", "sft", "grpo", "eval"),
+    composition: str = "skillfactory",
+    offset: float = 0.0,
 ) -> Path:
-    """A run folder with the files of `stages` (the baseline's skipped ones left out)."""
+    """A run folder with the files of `stages` (the baseline's skipped ones left out); model `i`
+    of the run (base, sft, grpo) has the metrics of `model_summary(…, offset + i / 10)`."""
     run = root / name
     labels = ["base", "grpo"] if baseline == "rl-only" else ["base", "sft", "grpo"]
     spec = {
@@ -98,7 +105,7 @@ def build_run(
         "model": "/models/tiny",
         "baseline": baseline,
         "stages": ["data", "sft", "grpo", "eval"],
-        "data": {"task": "countdown-3", "composition": "skillfactory"},
+        "data": {"task": "countdown-3", "composition": composition},
     }
     write_json(
         run / "run.json",
@@ -118,7 +125,7 @@ def build_run(
         write_json(run / "grpo" / "summary.json", {"steps": 3, "groups_trained": 6})
     if "eval" in stages:
         summary = {
-            label: model_summary(f"/models/{label}", i / 10, forcing)
+            label: model_summary(f"/models/{label}", offset + i / 10, forcing)
             for i, label in enumerate(labels)
         }
         write_json(run / "eval" / "summary.json", summary)

@@ -40,7 +40,9 @@ def test_report_embeds_figures_and_links_markdown(tmp_path: Path) -> None:
     assert "http://" not in html and "https://" not in html and "<link" not in html
     for title in ("Accuracy across methods", "Skill usage", "Budget forcing", "Stage 1 · sf"):
         assert title in html
-    assert html.count("<table>") == 7  # runs, accuracy, skills, forcing, 2 training, stage 1
+    assert "Ablations · /models/tiny · countdown-3" in html  # sf and rl: variants of one base
+    assert html.count("<table>") == 8  # runs, accuracy, skills, ablations, forcing, 2 training,
+    # stage 1
     markdown = files.markdown.read_text()
     links = markdown_links(markdown)
     assert len(links) == 4
