@@ -4,6 +4,15 @@
 
 `collect` reads run folders (anything may be missing), `tables` and `figures` compute the content
 from the files, `sections` orders it, `render` writes the self-contained HTML and the Markdown.
+
+Runs that are variants of one base spec (the same spec but for the baseline, the stage-1
+composition, the SFT dataset and the run's name and folder: what `skillfactory suite run` makes
+of a suite such as `examples/paper/ablations.yaml`, or separate runs of one spec's variants) get
+an "Ablations" table in the paper's layout: the base model, then each variant after SFT and after
+SFT→GRPO (rl-only: GRPO) in the paper's order (`skillfactory.ablation.PAPER_ORDER`: baselines, the
+method, its ablations, the released formats); columns the accuracy per eval task grouped
+in-domain, harder, out-of-domain, the group means, then the in-domain share of responses that
+reflect with a verdict and verdict F1 of both classes.
 """
 
 from __future__ import annotations
