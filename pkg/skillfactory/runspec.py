@@ -197,6 +197,100 @@ class DataSpec(Spec):
     """Seed of this stage; None uses the run seed."""
 
 
+Grader = Literal["exact", "numeric", "math", "choice"]
+"""How a dataset task grades the extracted answer against its gold column: `exact` (equal after
+trimming, case folding and collapsing spaces), `numeric` (the final number equals the gold
+number, as gsm8k grades), `math` (string or mathematical equivalence, as math500 grades),
+`choice` (the chosen letter, or the text of a `choices` option, picks the gold letter)."""
+DEFAULT_TEMPLATE = (
+    "{question}\n\nThink step by step, then give the final answer inside <answer> </answer> tags."
+)
+_TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_PLUGIN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+BUILTIN_REWARDS = ("correctness", "format", "length")
+"""Rewards every run may name: today's grader (1 correct, 0 not), answer tags present and well
+formed (1 or 0), and brevity (1 − completion tokens / grpo.max_response_length)."""
+
+
+class TaskDatasetSpec(Spec):
+    """A task made of one's own data: question/answer rows of a JSONL file or a Hugging Face Hub
+    dataset, named in `data.task`, `grpo.task` and `eval.tasks` by its `name` like a built-in
+    task (problems are a seeded sample of a split, as for gsm8k)."""
+
+    name: str = Field(min_length=1, pattern=_TASK_NAME)
+    """The task name the run uses for it (must not be a built-in task's)."""
+    path: str | None = None
+    """JSONL file of the train split (one JSON object per line); in the learner service a file
+    inside its dataset roots or data root. Give `path` or `hub`."""
+    test_path: str | None = None
+    """JSONL file of the test split (eval); None evaluates on rows of `path` stage 1 did not
+    draw."""
+    hub: str | None = None
+    """Hugging Face Hub dataset id (`org/name`), read with `datasets`. Give `path` or `hub`."""
+    config: str | None = None
+    """Hub dataset config, if it has several."""
+    train_split: str = "train"
+    """Hub split stage 1 and GRPO draw from."""
+    test_split: str = "test"
+    """Hub split eval draws from."""
+    question: str = "question"
+    """Column holding the question ({question} in the template)."""
+    answer: str = "answer"
+    """Column holding the gold answer."""
+    id: str | None = None
+    """Column holding a row id; None numbers the rows."""
+    choices: str | None = None
+    """Column holding a list of options (grader `choice`), lettered A, B, C… ({choices} in the
+    template)."""
+    grader: Grader = "exact"
+    """How answers are graded (see `Grader`)."""
+    template: str = DEFAULT_TEMPLATE
+    """Prompt of a problem: `{column}` is replaced by that column of the row ({choices} by the
+    lettered options), `{{`/`}}` are braces."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TaskDatasetSpec:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of path (a JSONL file) and hub (a Hub dataset id)")
+        if self.test_path is not None and self.path is None:
+            raise ValueError("test_path goes with path (a Hub dataset names test_split)")
+        if self.hub is not None and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", self.hub):
+            raise ValueError(f"hub must be a dataset id such as org/name, not {self.hub!r}")
+        if self.grader == "choice" and self.choices is None and "{choices}" in self.template:
+            raise ValueError("the template uses {choices}: name the choices column")
+        return self
+
+
+class RewardSpec(Spec):
+    """One term of the GRPO reward: a built-in reward or a plugin, and its weight. The reward of
+    a completion is the weighted sum of its terms (TRL `reward_funcs` + `reward_weights`; verl
+    `custom_reward_function.path`/`name`)."""
+
+    name: str = Field(min_length=1)
+    """`correctness`, `format`, `length` (see `BUILTIN_REWARDS`), or a plugin's import path
+    `package.module:function`, called as `function(problem, response, **extra) -> float` (extra:
+    `tokens`, the completion's token count) in a worker process within a time budget. A plugin
+    runs code: the learner service and the reward service take one only when started with
+    `--allow-reward-plugins` (embedded runs always do)."""
+    weight: float = 1.0
+    """Weight of the term in the sum."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_or_import_path(cls, name: str) -> str:
+        if name not in BUILTIN_REWARDS and not _PLUGIN.fullmatch(name):
+            raise ValueError(
+                f"a reward is one of {', '.join(BUILTIN_REWARDS)} or an import path "
+                "package.module:function"
+            )
+        return name
+
+
+def is_plugin_reward(name: str) -> bool:
+    """Whether a reward name is an import path (code to run) rather than a built-in."""
+    return name not in BUILTIN_REWARDS
+
+
 HUB_DATASET_PREFIX = "hf:"
 """How `sft.dataset` names a Hugging Face Hub dataset instead of a local file."""
 _HUB_DATASET = re.compile(
@@ -306,6 +400,11 @@ class GRPOSpec(Spec):
 
     task: str | None = None
     """Task of the RL prompts; None uses the data stage's task."""
+    rewards: list[RewardSpec] = Field(
+        default_factory=lambda: [RewardSpec(name="correctness", weight=1.0)], min_length=1
+    )
+    """Terms of the reward, summed with their weights; the default is the paper's binary
+    correctness alone. Each term's mean is logged per step (`steps.jsonl` `reward_terms`)."""
     num_problems: int = Field(default=40_000, ge=1)
     """Distinct problems the prompt stream draws from."""
     steps: int = Field(default=150, ge=1)
@@ -503,6 +602,9 @@ class RunSpec(Spec):
     """Stages to run, in order."""
     baseline: Baseline = "skillfactory"
     """skillfactory, or a run-level baseline: rl-only, star, distill."""
+    datasets: list[TaskDatasetSpec] = Field(default_factory=list)
+    """Tasks made of one's own data (JSONL or a Hub dataset), each named by its `name` wherever a
+    task name goes (data.task, grpo.task, eval.tasks)."""
     engine: EngineSpec = Field(default_factory=TransformersEngineSpec)
     """Generation engine."""
     queue: QueueSpec = Field(default_factory=InProcessQueueSpec)
@@ -523,6 +625,13 @@ class RunSpec(Spec):
         positions = [STAGES.index(stage) for stage in self.stages]
         if positions != sorted(set(positions)):
             raise ValueError(f"stages must be distinct and in the order {list(STAGES)}")
+        return self
+
+    @model_validator(mode="after")
+    def _dataset_names_distinct(self) -> RunSpec:
+        names = [dataset.name for dataset in self.datasets]
+        if len(names) != len(set(names)):
+            raise ValueError("datasets: every dataset needs its own name")
         return self
 
 

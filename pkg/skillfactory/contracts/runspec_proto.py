@@ -2,7 +2,8 @@
 
 The two schemas share field names, so the conversion walks the pydantic model and the proto
 descriptor side by side instead of listing fields by hand:
-- a nested spec is a sub-message; a list is a repeated field;
+- a nested spec is a sub-message; a list is a repeated field (of sub-messages for a list of
+  specs, e.g. `datasets`, `grpo.rewards`);
 - a field whose default is None is a proto3 `optional` field (unset means None);
 - a discriminated union (`engine`, `queue`) is a `oneof` whose member is named by the `type` tag.
 `schema_mismatches` lists every field present on one side only; a test keeps it empty.
@@ -51,6 +52,9 @@ def _fill_message(message: Message, model: BaseModel) -> None:
             sub = getattr(message, name)
             sub.SetInParent()
             _fill_message(sub, value)
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            for item in value:
+                _fill_message(getattr(message, name).add(), item)
         elif isinstance(value, list):
             getattr(message, name).extend(value)
         else:
@@ -72,7 +76,9 @@ def _message_to_dict(message: Message) -> dict[str, Any]:
         value = getattr(message, field.name)
         if field.has_presence and not message.HasField(field.name):
             continue
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.type == FieldDescriptor.TYPE_MESSAGE and field.is_repeated:
+            out[field.name] = [_message_to_dict(item) for item in value]
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
             out[field.name] = _message_to_dict(value)
         elif field.is_repeated:
             out[field.name] = list(value)
@@ -85,6 +91,8 @@ def _spec_classes(annotation: Any) -> list[type[BaseModel]]:
     """The spec models an annotation refers to (through Optional, Annotated and unions)."""
     origin = get_origin(annotation)
     if origin is typing.Annotated:
+        return _spec_classes(get_args(annotation)[0])
+    if origin is list:
         return _spec_classes(get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         return [cls for arg in get_args(annotation) for cls in _spec_classes(arg)]
@@ -134,6 +142,8 @@ def _field_mismatches(where: str, info: FieldInfo, descriptor: Descriptor, name:
     if classes:
         if field.message_type is None:
             return [f"{where}: proto field is not a message"]
+        if (get_origin(info.annotation) is list) != field.is_repeated:
+            return [f"{where}: list needs a repeated proto field and vice versa"]
         return _mismatches(where, dict(classes[0].model_fields), field.message_type)
     problems = []
     if (info.default is None) != field.has_presence:

@@ -79,16 +79,27 @@ class Completion(_message.Message):
     def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., policy_version: _Optional[int] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., prompt_variant: _Optional[str] = ...) -> None: ...
 
 class Reward(_message.Message):
-    __slots__ = ("value", "correct", "answer", "error")
+    __slots__ = ("value", "correct", "answer", "error", "terms", "failed_terms")
+    class TermsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CORRECT_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_TERMS_FIELD_NUMBER: _ClassVar[int]
     value: float
     correct: bool
     answer: str
     error: str
-    def __init__(self, value: _Optional[float] = ..., correct: _Optional[bool] = ..., answer: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    terms: _containers.ScalarMap[str, float]
+    failed_terms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, value: _Optional[float] = ..., correct: _Optional[bool] = ..., answer: _Optional[str] = ..., error: _Optional[str] = ..., terms: _Optional[_Mapping[str, float]] = ..., failed_terms: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Group(_message.Message):
     __slots__ = ("run_id", "group_id", "problem", "prompt", "completions", "rewards", "policy_version", "sampler_id", "epoch", "prompt_index")

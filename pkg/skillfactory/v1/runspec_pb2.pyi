@@ -122,6 +122,44 @@ class LoraSpec(_message.Message):
     target_modules: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class TaskDatasetSpec(_message.Message):
+    __slots__ = ("name", "path", "test_path", "hub", "config", "train_split", "test_split", "question", "answer", "id", "choices", "grader", "template")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TEST_PATH_FIELD_NUMBER: _ClassVar[int]
+    HUB_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    TEST_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    GRADER_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    test_path: str
+    hub: str
+    config: str
+    train_split: str
+    test_split: str
+    question: str
+    answer: str
+    id: str
+    choices: str
+    grader: str
+    template: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., test_path: _Optional[str] = ..., hub: _Optional[str] = ..., config: _Optional[str] = ..., train_split: _Optional[str] = ..., test_split: _Optional[str] = ..., question: _Optional[str] = ..., answer: _Optional[str] = ..., id: _Optional[str] = ..., choices: _Optional[str] = ..., grader: _Optional[str] = ..., template: _Optional[str] = ...) -> None: ...
+
+class RewardSpec(_message.Message):
+    __slots__ = ("name", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
 class SFTSpec(_message.Message):
     __slots__ = ("dataset", "learning_rate", "lr_scheduler", "warmup_ratio", "num_epochs", "max_length", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "precision", "adam_beta2", "weight_decay", "gradient_checkpointing", "max_examples", "lora")
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -157,7 +195,7 @@ class SFTSpec(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., warmup_ratio: _Optional[float] = ..., num_epochs: _Optional[float] = ..., max_length: _Optional[int] = ..., per_device_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., save_steps: _Optional[int] = ..., precision: _Optional[str] = ..., adam_beta2: _Optional[float] = ..., weight_decay: _Optional[float] = ..., gradient_checkpointing: _Optional[bool] = ..., max_examples: _Optional[int] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ...) -> None: ...
 
 class GRPOSpec(_message.Message):
-    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision", "kl_estimator", "kl_in_reward", "importance_level", "clip_c", "advantage_norm", "leave_one_out", "lora", "eval_every", "eval_problems")
+    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision", "kl_estimator", "kl_in_reward", "importance_level", "clip_c", "advantage_norm", "leave_one_out", "lora", "eval_every", "eval_problems", "rewards")
     TASK_FIELD_NUMBER: _ClassVar[int]
     NUM_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +231,7 @@ class GRPOSpec(_message.Message):
     LORA_FIELD_NUMBER: _ClassVar[int]
     EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
     EVAL_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
     task: str
     num_problems: int
     steps: int
@@ -228,7 +267,8 @@ class GRPOSpec(_message.Message):
     lora: LoraSpec
     eval_every: int
     eval_problems: int
-    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., epochs_per_batch: _Optional[int] = ..., max_tokens_per_micro_batch: _Optional[int] = ..., logprob_chunk_tokens: _Optional[int] = ..., gradient_checkpointing: _Optional[bool] = ..., precision: _Optional[str] = ..., kl_estimator: _Optional[str] = ..., kl_in_reward: _Optional[bool] = ..., importance_level: _Optional[str] = ..., clip_c: _Optional[float] = ..., advantage_norm: _Optional[str] = ..., leave_one_out: _Optional[bool] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., eval_every: _Optional[int] = ..., eval_problems: _Optional[int] = ...) -> None: ...
+    rewards: _containers.RepeatedCompositeFieldContainer[RewardSpec]
+    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., epochs_per_batch: _Optional[int] = ..., max_tokens_per_micro_batch: _Optional[int] = ..., logprob_chunk_tokens: _Optional[int] = ..., gradient_checkpointing: _Optional[bool] = ..., precision: _Optional[str] = ..., kl_estimator: _Optional[str] = ..., kl_in_reward: _Optional[bool] = ..., importance_level: _Optional[str] = ..., clip_c: _Optional[float] = ..., advantage_norm: _Optional[str] = ..., leave_one_out: _Optional[bool] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., eval_every: _Optional[int] = ..., eval_problems: _Optional[int] = ..., rewards: _Optional[_Iterable[_Union[RewardSpec, _Mapping]]] = ...) -> None: ...
 
 class BudgetForcingSpec(_message.Message):
     __slots__ = ("enabled", "first_budget", "total_budget")
@@ -273,7 +313,7 @@ class TrackingSpec(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., project: _Optional[str] = ..., run_name: _Optional[str] = ..., completions_every: _Optional[int] = ..., max_completions: _Optional[int] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("name", "model", "seed", "output_dir", "stages", "baseline", "transformers", "vllm", "simulated", "inprocess", "redis", "data", "sft", "grpo", "eval", "reuse_from", "tracking")
+    __slots__ = ("name", "model", "seed", "output_dir", "stages", "baseline", "transformers", "vllm", "simulated", "inprocess", "redis", "data", "sft", "grpo", "eval", "reuse_from", "tracking", "datasets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +331,7 @@ class RunSpec(_message.Message):
     EVAL_FIELD_NUMBER: _ClassVar[int]
     REUSE_FROM_FIELD_NUMBER: _ClassVar[int]
     TRACKING_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     seed: int
@@ -308,4 +349,5 @@ class RunSpec(_message.Message):
     eval: EvalSpec
     reuse_from: str
     tracking: TrackingSpec
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., output_dir: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., baseline: _Optional[str] = ..., transformers: _Optional[_Union[TransformersEngineSpec, _Mapping]] = ..., vllm: _Optional[_Union[VllmEngineSpec, _Mapping]] = ..., simulated: _Optional[_Union[SimulatedEngineSpec, _Mapping]] = ..., inprocess: _Optional[_Union[InProcessQueueSpec, _Mapping]] = ..., redis: _Optional[_Union[RedisQueueSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., sft: _Optional[_Union[SFTSpec, _Mapping]] = ..., grpo: _Optional[_Union[GRPOSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ..., reuse_from: _Optional[str] = ..., tracking: _Optional[_Union[TrackingSpec, _Mapping]] = ...) -> None: ...
+    datasets: _containers.RepeatedCompositeFieldContainer[TaskDatasetSpec]
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., output_dir: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., baseline: _Optional[str] = ..., transformers: _Optional[_Union[TransformersEngineSpec, _Mapping]] = ..., vllm: _Optional[_Union[VllmEngineSpec, _Mapping]] = ..., simulated: _Optional[_Union[SimulatedEngineSpec, _Mapping]] = ..., inprocess: _Optional[_Union[InProcessQueueSpec, _Mapping]] = ..., redis: _Optional[_Union[RedisQueueSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., sft: _Optional[_Union[SFTSpec, _Mapping]] = ..., grpo: _Optional[_Union[GRPOSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ..., reuse_from: _Optional[str] = ..., tracking: _Optional[_Union[TrackingSpec, _Mapping]] = ..., datasets: _Optional[_Iterable[_Union[TaskDatasetSpec, _Mapping]]] = ...) -> None: ...
