@@ -104,6 +104,14 @@ def serve_rollout(
     max_prompts_limit: Annotated[
         int, typer.Option(min=1, help="Most prompts one Generate call may carry.")
     ] = GenerationLimits.max_prompts,
+    max_deliveries: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Deliveries of a queued task without an ack (it crashed or stalled every worker "
+            "that took it) before it goes to the dead-letter stream.",
+        ),
+    ] = 5,
     simulated_token_delay_ms: SimulatedDelayOption = 0.0,
     engine: EngineOption = "transformers",
     device: DeviceOption = "auto",
@@ -170,6 +178,7 @@ def serve_rollout(
             generators=generators,
             model_roots=tuple(model_root or ()),
             limits=limits,
+            max_deliveries=max_deliveries,
         )
         pool = SamplerPool(
             config,

@@ -56,6 +56,9 @@ class SamplerConfig:
     generation_tasks_per_call: int = 4
     """Generation tasks one worker takes at a time (small, so that a call's tasks spread over
     every replica instead of piling on the first workers to ask)."""
+    max_deliveries: int = Admission.max_deliveries
+    """Deliveries of a task without an ack (it crashed or stalled every worker that took it)
+    before it goes to the dead letters."""
 
 
 class SamplerPool:
@@ -74,6 +77,7 @@ class SamplerPool:
         self.queue = RedisStreamsQueue.from_spec(config.queue)
         prefix = name or f"{socket.gethostname()}-{os.getpid()}"
         admission = Admission(
+            max_deliveries=config.max_deliveries,
             model_allowed=model_allowed(config.model_roots or (Path.cwd(), cache_root())),
             limits=config.limits,
         )

@@ -67,6 +67,7 @@ class LearnerMetrics:
             "grad_norm", "Gradient norm of the last GRPO step (before clipping)."
         )
         self.kl = gauge("kl", "KL to the reference model in the last GRPO step (0 without one).")
+        self.entropy = gauge("entropy", "Mean token entropy of the policy in the last GRPO step.")
         self.step_seconds = Histogram(
             "skillfactory_learner_step_seconds",
             "Wall time of one GRPO optimizer step, in seconds.",
@@ -119,6 +120,7 @@ class LearnerMetrics:
         self.samples.inc(step.samples)
         self.grad_norm.set(step.grad_norm if math.isfinite(step.grad_norm) else float("nan"))
         self.kl.set(step.kl)
+        self.entropy.set(step.entropy)
         self.step_seconds.observe(step.seconds)
         self._count_duplicates(step.duplicate_groups)
         for stream, level in step.queue.items():

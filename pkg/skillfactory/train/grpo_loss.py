@@ -12,8 +12,19 @@ Per token (AReaL; Hilton et al., "Batch size-invariance for policy optimization"
 
     ratio  r = exp(logprobs − proximal)                     the PPO ratio, clipped
     weight w = min(exp(proximal − behaviour), cap)          off-policy correction, detached
-    loss_t  = −w · min(r·A, clip(r, 1 − ε_low, 1 + ε_high)·A)  +  β · k3_t
-    k3_t    = exp(ref − logprobs) − (ref − logprobs) − 1    (only with β > 0 and ref logprobs)
+    loss_t  = −w · min(r·A, clip(r, 1 − ε_low, 1 + ε_high)·A)  +  β · KL_t
+    KL_t    = k1, k2 or k3 of (logprobs, ref)               (only with β > 0 and ref logprobs)
+
+Options (`GRPOLossConfig`):
+
+- `importance_level="sequence"` (GSPO): r is one ratio per sequence, the geometric mean of its
+  token ratios exp(mean_t(logprobs − proximal)), clipped once and shared by every token (TRL
+  `importance_sampling_level`); w stays per token;
+- `clip_c` (dual-clip, verl `clip_ratio_c`): where A < 0 the clipped term is further bounded,
+  loss_t ≤ −c·A·w, so a token whose ratio exploded cannot dominate the update;
+- `kl_estimator`: k1 = logp − ref, k2 = ½(logp − ref)², k3 = exp(ref − logp) − (ref − logp) − 1;
+- `kl_in_reward`: the KL is subtracted from the rewards before the advantages (the learner does
+  that), so the loss has no KL term; the KL is still reported.
 
 When behaviour == proximal (synchronous, `max_staleness: 0`) every w is exactly 1.0 and the loss
 is standard PPO-clip GRPO. The KL term is not importance-weighted (as in TRL). Per-token losses
@@ -35,13 +46,15 @@ from typing import TYPE_CHECKING, get_args
 import torch
 from torch import Tensor
 
-from skillfactory.runspec import LossType
+from skillfactory.runspec import ImportanceLevel, KLEstimator, LossType
 
 if TYPE_CHECKING:
     from skillfactory.runspec import GRPOSpec
 
 LOSS_TYPES: tuple[LossType, ...] = get_args(LossType)
 """The loss aggregations: token-mean, sequence-mean, dr-grpo."""
+IMPORTANCE_LEVELS: tuple[ImportanceLevel, ...] = get_args(ImportanceLevel)
+KL_ESTIMATORS: tuple[KLEstimator, ...] = get_args(KLEstimator)
 
 
 @dataclass(frozen=True)
@@ -57,9 +70,17 @@ class GRPOLossConfig:
     importance_weight_cap: float = 2.0
     """Truncation of the behaviour→proximal importance weight exp(proximal − behaviour)."""
     kl_beta: float = 0.0
-    """Weight of the per-token k3 KL to the reference policy; 0 disables it."""
+    """Weight of the per-token KL to the reference policy; 0 disables it."""
     max_completion_length: int = 4096
     """Constant denominator of dr-grpo (tokens per completion); unused by the other types."""
+    importance_level: ImportanceLevel = "token"
+    """PPO ratio per token, or per sequence (GSPO: geometric mean of the token ratios)."""
+    clip_c: float | None = None
+    """Dual-clip bound (> 1) on the loss of negative-advantage tokens; None: off."""
+    kl_estimator: KLEstimator = "k3"
+    """Per-token KL estimator: k1, k2 or k3."""
+    kl_in_reward: bool = False
+    """The KL went into the rewards: no KL term in the loss (the KL is still reported)."""
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
@@ -72,6 +93,12 @@ class GRPOLossConfig:
             raise ValueError("kl_beta must be non-negative")
         if self.max_completion_length < 1:
             raise ValueError("max_completion_length must be at least 1")
+        if self.importance_level not in IMPORTANCE_LEVELS:
+            raise ValueError(f"importance_level must be one of {IMPORTANCE_LEVELS}")
+        if self.clip_c is not None and self.clip_c <= 1.0:
+            raise ValueError("clip_c must be greater than 1")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}")
 
     @classmethod
     def from_spec(cls, spec: GRPOSpec) -> GRPOLossConfig:
@@ -83,6 +110,10 @@ class GRPOLossConfig:
             importance_weight_cap=spec.importance_weight_cap,
             kl_beta=spec.kl_beta,
             max_completion_length=spec.max_response_length,
+            importance_level=spec.importance_level,
+            clip_c=spec.clip_c,
+            kl_estimator=spec.kl_estimator,
+            kl_in_reward=spec.kl_in_reward,
         )
 
 
@@ -95,7 +126,8 @@ class GRPOLossOutput:
     policy_loss: Tensor
     """The policy term alone, aggregated like `loss` (detached)."""
     kl: Tensor
-    """Mean per-token k3 KL to the reference (reported whenever `ref_logprobs` is given; 0 without)."""
+    """Mean per-token KL to the reference by the configured estimator (reported whenever
+    `ref_logprobs` is given; 0 without)."""
     clip_fraction: Tensor
     """Fraction of tokens whose clipped term is active (r < 1 − ε_low with A < 0, or r > 1 + ε_high
     with A > 0): they contribute no gradient."""
@@ -105,6 +137,10 @@ class GRPOLossOutput:
     """Mean of the applied (truncated) importance weight w."""
     truncated_fraction: Tensor
     """Fraction of tokens whose importance weight exceeded the cap and was truncated."""
+    dual_clip_fraction: Tensor
+    """Fraction of tokens held by the dual-clip bound (0 without `clip_c`)."""
+    entropy: Tensor
+    """Mean token entropy of the policy (when `entropy` is given; 0 without)."""
 
     def metrics(self) -> dict[str, float]:
         """Every field as a Python float (one device sync per field; call when logging)."""
@@ -116,6 +152,8 @@ class GRPOLossOutput:
             "ratio_mean": float(self.ratio_mean.item()),
             "importance_weight_mean": float(self.importance_weight_mean.item()),
             "truncated_fraction": float(self.truncated_fraction.item()),
+            "dual_clip_fraction": float(self.dual_clip_fraction.item()),
+            "entropy": float(self.entropy.item()),
         }
 
 
@@ -138,10 +176,42 @@ def clipped_surrogate(
     return -torch.min(ratio * advantages, clipped * advantages)
 
 
+def dual_clipped_surrogate(
+    ratio: Tensor,
+    advantages: Tensor,
+    clip_eps_low: float,
+    clip_eps_high: float,
+    clip_c: float | None,
+) -> tuple[Tensor, Tensor]:
+    """The PPO-clip loss with verl's dual clip: where A < 0 it is at most −c·A. Returns the
+    per-token loss and where the dual bound holds it (all False without `clip_c`)."""
+    surrogate = clipped_surrogate(ratio, advantages, clip_eps_low, clip_eps_high)
+    if clip_c is None:
+        return surrogate, torch.zeros_like(surrogate, dtype=torch.bool)
+    bound = -clip_c * advantages
+    held = (advantages < 0) & (surrogate > bound)
+    return torch.where(advantages < 0, torch.min(surrogate, bound), surrogate), held
+
+
 def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     """Per-token k3 estimator of KL(π_θ ‖ π_ref): exp(ref − logp) − (ref − logp) − 1 ≥ 0."""
     delta = ref_logprobs.detach() - logprobs
     return torch.exp(delta) - delta - 1.0
+
+
+def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, estimator: KLEstimator) -> Tensor:
+    """Per-token estimate of KL(π_θ ‖ π_ref) from the sampled tokens' logprobs (Schulman's
+    k1 = logp − ref, k2 = ½(logp − ref)², k3; verl `kl`, `mse`, `low_var_kl` unclamped)."""
+    if estimator == "k3":
+        return k3_kl(logprobs, ref_logprobs)
+    delta = logprobs - ref_logprobs.detach()
+    return delta if estimator == "k1" else 0.5 * delta.square()
+
+
+def sequence_log_ratio(logprobs: Tensor, proximal_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """`[B, 1]` GSPO log-ratio: the mean over each sequence's tokens of logprobs − proximal."""
+    log_ratio = (logprobs - proximal_logprobs.detach()) * mask
+    return (log_ratio.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).unsqueeze(1)
 
 
 def aggregate_loss(
@@ -190,6 +260,7 @@ def grpo_policy_loss(
     ref_logprobs: Tensor | None = None,
     num_tokens: float | None = None,
     num_sequences: int | None = None,
+    entropy: Tensor | None = None,
 ) -> GRPOLossOutput:
     """The decoupled-PPO GRPO loss of one batch of completions (see the module docstring).
 
@@ -198,6 +269,7 @@ def grpo_policy_loss(
     completion) or `[B, T]`. Passing the behaviour logprobs as proximal too skips the off-policy
     correction (plain PPO against the sampling policy, every w = 1). Computed in float32 (or
     float64 when `logprobs` is), whatever the inputs' dtype; only `logprobs` gets a gradient.
+    `entropy` (`[B, T]`, the policy's token entropies) is only averaged for the metrics.
     """
     _check_shapes(
         logprobs,
@@ -217,10 +289,15 @@ def grpo_policy_loss(
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)
 
-    ratio = policy_ratio(logprobs, proximal)
+    if config.importance_level == "sequence":
+        ratio = torch.exp(sequence_log_ratio(logprobs, proximal, mask)).expand_as(logprobs)
+    else:
+        ratio = policy_ratio(logprobs, proximal)
     raw_weight = torch.exp(proximal - behaviour)
     weight = raw_weight.clamp(max=config.importance_weight_cap)
-    surrogate = clipped_surrogate(ratio, advantages, config.clip_eps_low, config.clip_eps_high)
+    surrogate, dual_clipped = dual_clipped_surrogate(
+        ratio, advantages, config.clip_eps_low, config.clip_eps_high, config.clip_c
+    )
     policy_per_token = weight * surrogate
     policy_loss = aggregate_loss(
         policy_per_token, mask, config, num_tokens=num_tokens, num_sequences=num_sequences
@@ -228,12 +305,13 @@ def grpo_policy_loss(
 
     kl = torch.zeros((), dtype=dtype, device=logprobs.device)
     per_token = policy_per_token
-    if config.kl_beta > 0.0 and ref_logprobs is None:
+    in_loss = config.kl_beta > 0.0 and not config.kl_in_reward
+    if in_loss and ref_logprobs is None:
         raise ValueError("kl_beta > 0 needs ref_logprobs")
     if ref_logprobs is not None:
-        kl_per_token = k3_kl(logprobs, ref_logprobs.to(dtype))
+        kl_per_token = kl_estimate(logprobs, ref_logprobs.to(dtype), config.kl_estimator)
         kl = _masked_mean(kl_per_token.detach(), mask)
-        if config.kl_beta > 0.0:
+        if in_loss:
             per_token = policy_per_token + config.kl_beta * kl_per_token
     loss = aggregate_loss(
         per_token, mask, config, num_tokens=num_tokens, num_sequences=num_sequences
@@ -252,4 +330,10 @@ def grpo_policy_loss(
         ratio_mean=_masked_mean(ratio, mask),
         importance_weight_mean=_masked_mean(weight, mask),
         truncated_fraction=_masked_mean(truncated.to(dtype), mask),
+        dual_clip_fraction=_masked_mean(dual_clipped.to(dtype), mask),
+        entropy=(
+            torch.zeros((), dtype=dtype, device=logprobs.device)
+            if entropy is None
+            else _masked_mean(entropy.detach().to(dtype), mask)
+        ),
     )

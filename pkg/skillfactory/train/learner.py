@@ -5,7 +5,10 @@ one rollout batch the learner accepted (`accepts`: not staler than `max_stalenes
 constant reward when `filter_zero_variance` is on). The update semantics are verl's
 (`train_batch_size` / `ppo_mini_batch_size` / `ppo_epochs`):
 
-1. advantages are normalised per group (Dr.GRPO: centred only);
+1. advantages are the rewards centred per group (on the others' mean with `leave_one_out`)
+   and scaled by `advantage_norm` (group std, batch std, or none: Dr.GRPO's default); with
+   `kl_in_reward` each reward first loses β·Σ_t KL_t of its completion (a no-grad pass of the
+   policy and the reference model over the whole rollout batch);
 2. the rollout batch is cut into optimizer updates of `mini_batch_size` groups (the paper: 256
    prompts / 32 = 8 updates), and the updates run `epochs_per_batch` times;
 3. an update's completions are packed into micro-batches of at most `max_tokens_per_micro_batch`
@@ -53,9 +56,9 @@ from torch import Tensor
 
 from skillfactory.files import write_text_atomically
 from skillfactory.group import Group
-from skillfactory.runspec import GRPOSpec
-from skillfactory.train.advantages import group_advantages
-from skillfactory.train.grpo_loss import GRPOLossConfig, grpo_policy_loss
+from skillfactory.runspec import AdvantageNorm, GRPOSpec
+from skillfactory.train.advantages import rollout_advantages
+from skillfactory.train.grpo_loss import GRPOLossConfig, grpo_policy_loss, kl_estimate
 from skillfactory.train.parallel import (
     full_optimizer_state,
     full_state_dict,
@@ -73,7 +76,7 @@ from skillfactory.train.rollout_batch import (
 )
 from skillfactory.train.staleness import StalenessFilter
 from skillfactory.train.step_record import StepRecord
-from skillfactory.train.token_logprobs import chunked_completion_logprobs
+from skillfactory.train.token_logprobs import TokenLogprobs, chunked_completion_logprobs
 
 STATE_FILE = "learner.json"
 MODEL_DIR = "model"
@@ -235,18 +238,60 @@ class GRPOLearner:
             self._done.add(group.prompt_index)
             self.counters.done_prompts.append(group.prompt_index)
 
-    def advantages(self, groups: Sequence[Group]) -> list[list[float]]:
-        """Group-normalised advantages (centred only for dr-grpo), one list per group."""
-        scale = self.spec.loss != "dr-grpo"
-        result = []
+    @property
+    def advantage_norm(self) -> AdvantageNorm:
+        """`grpo.advantage_norm`, or its default: `none` under dr-grpo, else `group`."""
+        if self.spec.advantage_norm is not None:
+            return self.spec.advantage_norm
+        return "none" if self.spec.loss == "dr-grpo" else "group"
+
+    def advantages(
+        self, groups: Sequence[Group], rewards: Sequence[Sequence[float]] | None = None
+    ) -> list[list[float]]:
+        """Advantages of a rollout batch, one list per group (`advantage_norm`, `leave_one_out`),
+        from the groups' rewards or the `rewards` given instead (KL-penalised ones)."""
+        return rollout_advantages(
+            [g.rewards for g in groups] if rewards is None else rewards,
+            norm=self.advantage_norm,
+            leave_one_out=self.spec.leave_one_out,
+        )
+
+    def kl_penalised_rewards(self, groups: Sequence[Group]) -> list[list[float]]:
+        """Each reward minus β·Σ_t KL_t of its completion (`kl_in_reward`, verl's
+        `apply_kl_penalty`): the current weights' logprobs against the reference model's, no
+        gradient, over every group (every rank runs the same forwards)."""
+        if self.ref_model is None:
+            raise ValueError("kl_in_reward needs a reference model")
+        zeros = [[0.0] * len(g.completions) for g in groups]
+        sums: list[float] = []
+        with torch.no_grad():
+            for parts in pack_micro_batches(groups, zeros, self.spec.max_tokens_per_micro_batch):
+                batch = collate_parts(parts, self.version, self.pad_token_id).to(self.device)
+                with self._mixed_precision():
+                    logprobs = self._logprobs(self.model, batch).logprobs.float()
+                    ref = self._logprobs(self.ref_model, batch).logprobs.float()
+                kl = kl_estimate(logprobs, ref, self.spec.kl_estimator) * batch.completion_mask
+                sums.extend(kl.sum(dim=1).tolist())
+        result, start = [], 0
         for group in groups:
-            rewards = torch.tensor([group.rewards], dtype=torch.float32)
-            result.append(group_advantages(rewards, scale_by_std=scale)[0].tolist())
+            size = len(group.completions)
+            result.append(
+                [
+                    reward - self.spec.kl_beta * kl
+                    for reward, kl in zip(group.rewards, sums[start : start + size], strict=True)
+                ]
+            )
+            start += size
         return result
 
-    def updates(self, groups: Sequence[Group]) -> list[Update]:
+    def updates(
+        self, groups: Sequence[Group], advantages: Sequence[Sequence[float]] | None = None
+    ) -> list[Update]:
         """The rollout batch as optimizer updates of `mini_batch_size` groups; each holds this
-        rank's share of its groups (`[rank::world]`) packed into micro-batches by token budget."""
+        rank's share of its groups (`[rank::world]`) packed into micro-batches by token budget.
+        `advantages` (one list per group) default to `self.advantages(groups)`."""
+        if advantages is None:
+            advantages = self.advantages(groups)
         size = self.spec.mini_batch_size
         result = []
         for start in range(0, len(groups), size):
@@ -254,8 +299,11 @@ class GRPOLearner:
             if len(chunk) < self.world_size:
                 raise ValueError(f"an update needs at least one group per rank ({self.world_size})")
             mine = chunk[self.rank :: self.world_size]
+            chunk_advantages = list(advantages[start : start + size])
             packed = pack_micro_batches(
-                mine, self.advantages(mine), self.spec.max_tokens_per_micro_batch
+                mine,
+                chunk_advantages[self.rank :: self.world_size],
+                self.spec.max_tokens_per_micro_batch,
             )
             result.append(
                 Update(
@@ -276,7 +324,10 @@ class GRPOLearner:
             raise ValueError(f"a step needs at least one group per rank ({self.world_size})")
         started = time.perf_counter()
         self.model.train()
-        updates = self.updates(groups)
+        rewards = None
+        if self.spec.kl_in_reward and self.spec.kl_beta > 0.0:
+            rewards = self.kl_penalised_rewards(groups)
+        updates = self.updates(groups, self.advantages(groups, rewards))
         if len(updates) * self.spec.epochs_per_batch > 1:
             self.keep_proximal_logprobs(updates)
         sums: Counter[str] = Counter()
@@ -304,7 +355,8 @@ class GRPOLearner:
             for update in updates:
                 for batch, _ in self._aligned(update.micro_batches):
                     with self._mixed_precision():
-                        batch.proximal_logprobs = self._logprobs(self.model, batch).float()
+                        logprobs = self._logprobs(self.model, batch).logprobs
+                        batch.proximal_logprobs = logprobs.float()
 
     def accumulate(self, update: Update) -> Counter[str]:
         """The gradient of one update, accumulated over its micro-batches (loss normalisers of
@@ -347,18 +399,23 @@ class GRPOLearner:
         """bf16 autocast under `bf16-mixed` (fp32 master weights and optimizer); nothing else."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
-    def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
-        """Completion logprobs with at most `logprob_chunk_tokens` tokens of logits at a time."""
+    def _logprobs(
+        self, model: torch.nn.Module, batch: RolloutBatch, *, with_entropy: bool = False
+    ) -> TokenLogprobs:
+        """Completion logprobs (and entropies) with at most `logprob_chunk_tokens` tokens of
+        logits at a time."""
         return chunked_completion_logprobs(
             model,
             batch,
             shared_prefix=not self.spec.gradient_checkpointing,
             chunk_tokens=self.spec.logprob_chunk_tokens,
-        ).logprobs
+            with_entropy=with_entropy,
+        )
 
     def _loss(self, batch: RolloutBatch, num_tokens: int, num_sequences: int) -> Any:
         with self._mixed_precision():
-            logprobs = self._logprobs(self.model, batch)
+            policy = self._logprobs(self.model, batch, with_entropy=True)
+        logprobs = policy.logprobs
         if batch.proximal_logprobs is None:
             proximal = logprobs.detach()
         else:
@@ -368,7 +425,7 @@ class GRPOLearner:
         ref = None
         if self.ref_model is not None:
             with torch.no_grad(), self._mixed_precision():
-                ref = self._logprobs(self.ref_model, batch)
+                ref = self._logprobs(self.ref_model, batch).logprobs
         return grpo_policy_loss(
             logprobs,
             proximal,
@@ -379,6 +436,7 @@ class GRPOLearner:
             ref_logprobs=ref,
             num_tokens=num_tokens,
             num_sequences=num_sequences,
+            entropy=policy.entropy,
         )
 
     def _all_reduce(self, sums: Counter[str]) -> dict[str, float]:
@@ -417,6 +475,8 @@ class GRPOLearner:
             clip_fraction=totals.get("clip_fraction", 0.0),
             importance_weight_mean=totals.get("importance_weight_mean", 1.0),
             truncated_fraction=totals.get("truncated_fraction", 0.0),
+            dual_clip_fraction=totals.get("dual_clip_fraction", 0.0),
+            entropy=totals.get("entropy", 0.0),
             grad_norm=grad_norm if math.isfinite(grad_norm) else float("nan"),
             learning_rate=learning_rate,
             reward_mean=sum(sum(g.rewards) for g in groups) / max(samples, 1),

@@ -54,6 +54,11 @@ class StepRecord:
     """Groups dropped so far because their prompt was already trained on or waiting."""
     queue: dict[str, QueueLevel] = field(default_factory=dict)
     """Levels of the GRPO streams after the step (by stream name)."""
+    entropy: float = 0.0
+    """Mean token entropy of the policy over the step's completion tokens (TRL `entropy`, verl
+    `actor/entropy`)."""
+    dual_clip_fraction: float = 0.0
+    """Fraction of tokens held by the dual-clip bound `grpo.clip_c` (0 without it)."""
 
     def to_json(self) -> dict[str, Any]:
         """The `steps.jsonl` form."""

@@ -14,6 +14,7 @@ from skillfactory.engines.base import Completion, SamplingParams
 from skillfactory.models.registry import model_allowed
 from skillfactory.queue import InProcessQueue, put_message, read_messages
 from skillfactory.rollout.generation_worker import GenerationWorker
+from skillfactory.rollout.pool import SamplerConfig, SamplerPool
 from skillfactory.rollout.scoring import local_scorer
 from skillfactory.rollout.streams import (
     DEAD_LETTER_STREAM,
@@ -24,6 +25,7 @@ from skillfactory.rollout.streams import (
     SAMPLERS_GROUP,
 )
 from skillfactory.rollout.worker import Admission, SamplerWorker
+from skillfactory.runspec import RedisQueueSpec
 from skillfactory.tasks import Problem
 from skillfactory.v1 import data_pb2
 from skillfactory.wire.messages import generation_task, problem_to_proto, sampling_to_proto
@@ -129,3 +131,10 @@ def test_a_task_naming_a_model_outside_the_roots_builds_nothing(tmp_path: Path) 
     (letter,) = dead_letters(queue)
     assert letter.stream == GENERATIONS_STREAM and "'/root/.ssh' is outside" in letter.reason
     assert engine.calls == 1  # only the task inside the roots was served
+
+
+def test_the_delivery_threshold_is_the_service_s_configuration() -> None:
+    """`serve rollout --max-deliveries N` reaches every worker's admission rules."""
+    config = SamplerConfig(RedisQueueSpec(url="redis://127.0.0.1:1"), workers=2, max_deliveries=2)
+    pool = SamplerPool(config, generate=lambda *a: [], score=lambda *a: [], generate_for=None)
+    assert [w.admission.max_deliveries for w in pool.workers] == [2, 2]

@@ -257,6 +257,8 @@ def test_gradients_flow_only_through_logprobs() -> None:
         "ratio_mean",
         "importance_weight_mean",
         "truncated_fraction",
+        "dual_clip_fraction",
+        "entropy",
     }
 
 

@@ -195,3 +195,56 @@ def test_the_learner_step_loss_matches_trl_on_an_on_policy_group(
     assert ours.loss.item() == pytest.approx(trl_loss_value.item(), rel=1e-4, abs=1e-6)
     for name, grad in trl_grads.items():
         torch.testing.assert_close(our_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("trl_loss", "our_loss"),
+    [("dapo", "token-mean"), ("grpo", "sequence-mean"), ("dr_grpo", "dr-grpo")],
+)
+@pytest.mark.parametrize("old_shift", [None, 0.3, 0.1], ids=["on-policy", "shift-0.3", "shift-0.1"])
+def test_sequence_level_ratio_matches_trl_gspo(
+    trainer: Any, trl_loss: str, our_loss: LossType, old_shift: float | None
+) -> None:
+    """GSPO: TRL's `importance_sampling_level="sequence"` against ours; old logprobs shifted by
+    one constant per sequence (±shift alternately) so that some sequence ratios are clipped."""
+    model = trainer.model
+    prompt_ids, completion_ids = batch(model.config.vocab_size)
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        current = our_logprobs(model, prompt_ids, completion_ids)
+    signs = torch.tensor([[1.0], [-1.0], [-1.0], [1.0]]).expand(BATCH, COMPLETION_LENGTH)
+    old = None if old_shift is None else current + old_shift * signs
+
+    trainer.loss_type, trainer.beta = trl_loss, 0.0
+    trainer.importance_sampling_level = "sequence"
+    inputs: dict[str, Tensor] = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": COMPLETION_MASK,
+        "advantages": ADVANTAGES,
+        "num_items_in_batch": COMPLETION_MASK.sum(),
+    }
+    if old is not None:
+        inputs["old_per_token_logps"] = old
+    try:
+        trl_loss_value = trainer._compute_loss(model, inputs)
+    finally:
+        trainer.importance_sampling_level = "token"
+    trl_loss_value.backward()
+    trl_grads = gradients(model)
+
+    config = GRPOLossConfig(
+        loss_type=our_loss, max_completion_length=COMPLETION_LENGTH, importance_level="sequence"
+    )
+    logprobs = our_logprobs(model, prompt_ids, completion_ids)
+    proximal = logprobs.detach() if old is None else old
+    out = grpo_policy_loss(logprobs, proximal, proximal, ADVANTAGES, COMPLETION_MASK, config)
+    out.loss.backward()
+    our_grads = gradients(model)
+
+    if old_shift == 0.3:
+        assert out.clip_fraction.item() > 0.0
+    assert out.loss.item() == pytest.approx(trl_loss_value.item(), rel=1e-5, abs=1e-7)
+    for name, grad in trl_grads.items():
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
