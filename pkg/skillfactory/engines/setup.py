@@ -31,6 +31,9 @@ def setup_engine(spec: EngineSpec, model: str, seed: int = 0) -> Engine:
             kv_cache_gib=max(1, round(spec.kv_cache_gib)),
             gpu_memory_utilization=spec.gpu_memory_utilization,
             enforce_eager=spec.enforce_eager,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            enable_prefix_caching=spec.enable_prefix_caching,
+            enable_sleep_mode=spec.enable_sleep_mode,
         )
     from skillfactory.engines.transformers_engine import TransformersEngine  # heavy: torch
 

@@ -87,14 +87,19 @@ class VllmEngine:
         gpu_memory_utilization: float = 0.85,
         in_process: bool | None = None,
         enforce_eager: bool = False,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        enable_sleep_mode: bool = False,
         **llm_kwargs: Any,
     ) -> None:
         """Start vLLM on `model` (a local folder, hub id or registered short name).
 
         `dtype` None means float32 on CPU (what was measured; bf16 needs AVX-512 BF16) and vLLM's
         "auto" on GPUs. `kv_cache_gib` sizes the CPU KV cache; `gpu_memory_utilization` the GPU
-        one; `max_model_len` None takes the model's own maximum. Other keyword arguments go to
-        `vllm.LLM` unchanged.
+        one; `max_model_len` None takes the model's own maximum. `tensor_parallel_size`,
+        `enable_prefix_caching` and `enable_sleep_mode` are vLLM's own options (sleep mode lets
+        `sleep`/`wake_up` free the GPU between rollouts; GPU builds only). Other keyword
+        arguments go to `vllm.LLM` unchanged.
         """
         path = resolve_model(model)
         # deferred: heavy or optional (vllm)
@@ -113,15 +118,27 @@ class VllmEngine:
             logprobs_mode="raw_logprobs",
             enforce_eager=enforce_eager,
             disable_log_stats=True,
+            tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=enable_prefix_caching,
         )
         if not on_cpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization
+        if enable_sleep_mode:
+            if on_cpu:
+                raise ValueError(
+                    "engine.enable_sleep_mode needs a GPU build of vLLM (sleep mode offloads "
+                    "GPU memory); turn it off on CPU"
+                )
+            options["enable_sleep_mode"] = True
         options.update(llm_kwargs)
         self.model_path = path
         self._llm: Any = LLM(**options)
         self._tokenizer: Any = self._llm.get_tokenizer()
         self._version = 0
         self._closed = False
+        self.sleep_mode = enable_sleep_mode
+        """Whether `sleep` frees the GPU (vLLM started with `enable_sleep_mode`)."""
+        self.asleep = False
 
     @property
     def policy_version(self) -> int:
@@ -146,6 +163,7 @@ class VllmEngine:
         per prompt with its own seed (vLLM seeds requests, not batches)."""
         if not prompts:
             return []
+        self.wake_up()
         requests = [{"prompt_token_ids": self.encode(p)} for p in prompts]
         sampling: Any = self._sampling_params(params)
         if seeds is not None:
@@ -193,6 +211,7 @@ class VllmEngine:
         A folder saved with tied embeddings has no `lm_head.weight`; vLLM's in-place reload then
         keeps the old head (it does not re-tie), so such folders are read here and the head added.
         """
+        self.wake_up()
         if not isinstance(weights, Mapping):
             folder = Path(weights)
             if not folder.is_dir():
@@ -230,6 +249,19 @@ class VllmEngine:
     def _reload(self, **kwargs: Any) -> None:
         self._llm.collective_rpc("reload_weights", kwargs=kwargs)
         self._llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        """Free the GPU for the learner: weights offloaded to CPU memory and the KV cache
+        discarded (vLLM `sleep(level=1)`); a no-op without sleep mode or when asleep."""
+        if self.sleep_mode and not self.asleep:
+            self._llm.sleep(level=1)
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        """Take the GPU back before the next rollout (or weight load); a no-op when awake."""
+        if self.asleep:
+            self._llm.wake_up()
+            self.asleep = False
 
     def close(self) -> None:
         """Shut vLLM's engine core and workers down and free the model."""

@@ -353,9 +353,14 @@ class GRPOStage:
     def train(
         self, learner: Learner, batch: list[Group], rollouts: Rollouts, intake: GroupIntake
     ) -> StepRecord:
-        """One step on `batch`, the weights published, and the step's record completed."""
-        record = learner.train_step(batch)
-        synced = publish(rollouts, learner)
+        """One step on `batch`, the weights published, and the step's record completed (the
+        engine sleeps meanwhile in sleep mode)."""
+        rollouts.pause()
+        try:
+            record = learner.train_step(batch)
+            synced = publish(rollouts, learner)
+        finally:
+            rollouts.resume()
         intake.admission.on_version(learner.version)
         return replace(
             record,

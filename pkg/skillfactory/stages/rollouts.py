@@ -107,6 +107,14 @@ class Rollouts(Protocol):
         """Whether `group` was asked for by this learner (not a previous incarnation)."""
         ...
 
+    def pause(self) -> None:
+        """The learner is about to train (sleep mode: the engine frees the GPU until `resume`)."""
+        ...
+
+    def resume(self) -> None:
+        """The learner has trained and published: sampling may go on."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -128,7 +136,11 @@ class EmbeddedRollouts:
         threads: int | None,
     ) -> None:
         self.engine = engine
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.sleeps = getattr(spec.engine, "enable_sleep_mode", False) and hasattr(engine, "sleep")
+        """Sleep mode (vLLM sharing the learner's GPU): the engine sleeps, and the sampler waits,
+        while the learner trains; the weight load after the step wakes it."""
+        self._paused = False
         if learner.version > 0:
             engine.load_weights(learner.weights(), learner.version)
         self.sampler = Sampler(
@@ -164,6 +176,20 @@ class EmbeddedRollouts:
 
     def owns(self, group: Group) -> bool:
         return True
+
+    def pause(self) -> None:
+        if self.sleeps and not self._paused:
+            self.lock.acquire()
+            self._paused = True
+            self.engine.sleep()  # type: ignore[attr-defined]
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            try:
+                self.engine.wake_up()  # type: ignore[attr-defined]
+            finally:
+                self.lock.release()
 
     def close(self) -> None:
         self._stop.set()
@@ -225,6 +251,12 @@ class RemoteRollouts:
 
     def owns(self, group: Group) -> bool:
         return group.epoch == self.epoch
+
+    def pause(self) -> None:
+        """Rollout services own their GPUs: nothing to free."""
+
+    def resume(self) -> None:
+        """Nothing was paused."""
 
     def close(self) -> None:
         self._stop.set()
