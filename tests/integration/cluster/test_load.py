@@ -36,9 +36,12 @@ def assert_survived(result: dict[str, Any]) -> None:
         assert row["health_max_ms"] < 1000, (name, text)
         assert row["rss_growth_pct"] < 10, (name, text)
     assert not result["unexpected"], text
-    for rpc, row in result["calls"].items():
-        assert row["codes"].get("OK", 0) > 0, (rpc, text)
     run = result["run"]
+    for rpc, row in result["calls"].items():
+        if rpc == "WatchRun":  # its windows end at the client's deadline while the run goes on
+            assert run["watch_windows"] > 0, text
+        else:
+            assert row["codes"].get("OK", 0) > 0, (rpc, text)
     failed = [key for key, value in run.items() if value is False]
     assert run["passed"], (failed, text)
     assert result["passed"], text
