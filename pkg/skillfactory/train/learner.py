@@ -29,6 +29,12 @@ Precision (`grpo.precision`): `bf16-mixed` keeps fp32 master weights and optimiz
 the forward under bf16 autocast (CPU too); `fp32`; `bf16` holds the weights in bf16.
 `gradient_checkpointing` recomputes activations in backward.
 
+With `grpo.lora` (rank > 0) the model carries PEFT LoRA adapters (`skillfactory.train.lora`):
+only they train and sit in the optimizer; checkpoints hold the adapter (PEFT format, in
+`adapter/`) with its optimizer state instead of the whole model; `weights` and `save_model`
+give the merged weights (W + alpha / rank · B A) under the base model's names, so engines and
+the weight sync take them as they take fully trained ones.
+
 Under `torchrun` (a process group is initialised) the model is sharded with FSDP2
 (`skillfactory.train.parallel`) and each rank trains its share of each update's groups
 (`groups[rank::world]`); every rank sees the same groups, so the loss normalisers stay global, and
@@ -59,6 +65,7 @@ from skillfactory.group import Group
 from skillfactory.runspec import AdvantageNorm, GRPOSpec
 from skillfactory.train.advantages import rollout_advantages
 from skillfactory.train.grpo_loss import GRPOLossConfig, grpo_policy_loss, kl_estimate
+from skillfactory.train.lora import ADAPTER_DIR, LoraAdapters
 from skillfactory.train.parallel import (
     full_optimizer_state,
     full_state_dict,
@@ -184,6 +191,7 @@ class GRPOLearner:
         if spec.kl_beta > 0 and ref_model is None:
             raise ValueError("grpo.kl_beta > 0 needs a reference model")
         self.spec = spec
+        self.lora = LoraAdapters(model, spec.lora) if spec.lora.rank > 0 else None
         self.rank, self.world_size = world()
         self.precision = resolve_precision(
             spec.precision, spec.learning_rate, cuda=torch.cuda.is_available()
@@ -199,7 +207,9 @@ class GRPOLearner:
         self.loss_config = GRPOLossConfig.from_spec(spec)
         self.counters = counters or LearnerCounters()
         self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=spec.learning_rate, weight_decay=0.0
+            [p for p in model.parameters() if p.requires_grad],  # LoRA: the adapters only
+            lr=spec.learning_rate,
+            weight_decay=0.0,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_then_constant(spec.warmup_steps)
@@ -490,29 +500,39 @@ class GRPOLearner:
         )
 
     def weights(self) -> dict[str, Tensor]:
-        """The current full weights, for engines (every rank must call it under FSDP2). Without
-        sharding these are the model's own tensors: copy them before changing them."""
-        return full_state_dict(self.model)
+        """The current full weights, for engines (every rank must call it under FSDP2); with
+        LoRA the merged ones, under the base model's names. Without sharding these are (but for
+        merged layers) the model's own tensors: copy them before changing them."""
+        return self._merged(full_state_dict(self.model))
+
+    def _merged(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self.lora.merge(state) if self.lora is not None else state
 
     def save_model(self, folder: str | Path) -> None:
         """Write the current weights as a Hugging Face model folder (rank 0; every rank must
-        call it under FSDP2)."""
-        weights = self.weights()
+        call it under FSDP2); with LoRA the merged weights, and the adapter in `adapter/`."""
+        state = full_state_dict(self.model)
         if self.rank == 0:
-            self.model.save_pretrained(folder, state_dict=weights)  # type: ignore[operator]
+            self.model.save_pretrained(folder, state_dict=self._merged(state))  # type: ignore[operator]
+            if self.lora is not None:
+                self.lora.save_adapter(Path(folder) / ADAPTER_DIR, state)
 
     def save_checkpoint(self, root: str | Path, keep: int = 2) -> Path:
-        """Write model, optimizer, scheduler, RNG and counters to `<root>/step-<version>`
-        atomically (rank 0 only), point `<root>/latest` at it, keep the newest `keep`."""
+        """Write model (with LoRA: the adapter), optimizer, scheduler, RNG and counters to
+        `<root>/step-<version>` atomically (rank 0 only), point `<root>/latest` at it, keep the
+        newest `keep`."""
         root = Path(root)
         final = root / f"step-{self.version:06d}"
-        weights = self.weights()
+        weights = full_state_dict(self.model)
         optimizer = full_optimizer_state(self.model, self.optimizer)
         if self.rank == 0:
             staging = root / f".step-{self.version:06d}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            self.model.save_pretrained(staging / MODEL_DIR, state_dict=weights)  # type: ignore[operator]
+            if self.lora is not None:
+                self.lora.save_adapter(staging / ADAPTER_DIR, weights)
+            else:
+                self.model.save_pretrained(staging / MODEL_DIR, state_dict=weights)  # type: ignore[operator]
             torch.save(optimizer, staging / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), staging / "scheduler.pt")
             torch.save(rng_state(), staging / "rng.pt")
@@ -533,7 +553,9 @@ class GRPOLearner:
 
         folder = Path(folder)
         state: dict[str, Tensor] = {}
-        for shard in sorted((folder / MODEL_DIR).glob("*.safetensors")):
+        if self.lora is not None:
+            state = self.lora.adapter_state(folder / ADAPTER_DIR, self.device)
+        for shard in sorted((folder / MODEL_DIR).glob("*.safetensors")) if not state else []:
             state.update(load_file(str(shard), device=str(self.device)))
         load_full_state_dict(self.model, state)
         # weights_only: tensors and plain containers, never code (a checkpoint folder may lie on

@@ -171,6 +171,7 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
                 assert grad_hidden is not None
                 grad_hidden[start:end] = grads[0]
                 grads = grads[1:]
+            value = None  # a frozen head (LoRA) has no parameter gradient
             for index, value in enumerate(grads):
                 previous = grad_params[index]
                 grad_params[index] = value if previous is None else previous.add_(value)
