@@ -9,6 +9,10 @@ assistant message the completion. TRL then masks the prompt tokens out of the la
 Checkpoints go to `<out>/checkpoints/checkpoint-<step>` every `save_steps`; a re-run resumes from
 the last one. The result is a standard Hugging Face model folder at `<out>/model`.
 
+With `sft.lora` (rank > 0) TRL trains PEFT LoRA adapters (`peft_config`) and its checkpoints hold
+the adapter; the adapter is written to `<out>/adapter` (PEFT format) and the merged weights
+(W + alpha / rank · B A) to `<out>/model`, so GRPO and eval load a plain model folder either way.
+
 The chats come from a local JSONL file or, when `sft.dataset` is `hf:<org>/<name>[:<split>]`,
 from a Hugging Face Hub dataset read with `datasets` (imported only then). `sft.max_examples`
 keeps a seeded draw of that many chats.
@@ -29,6 +33,7 @@ from skillfactory.runspec import SFTSpec, hub_dataset
 from skillfactory.train.precision import resolve_precision
 
 MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 RESULT_FILE = "sft.json"
 MAX_DATASET_BYTES = 8 * 1024**3
@@ -183,6 +188,8 @@ def sft_trainer(
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTTrainer
 
+    from skillfactory.train.lora import lora_config
+
     use_cpu = not torch.cuda.is_available()
     precision = resolve_precision(spec.precision, spec.learning_rate, cuda=not use_cpu)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -191,6 +198,7 @@ def sft_trainer(
         args=sft_config(spec, out, seed, use_cpu, precision),
         train_dataset=Dataset.from_list(pairs),
         processing_class=AutoTokenizer.from_pretrained(str(model)),
+        peft_config=lora_config(spec.lora) if spec.lora.rank > 0 else None,
     )
     trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; the log history keeps them
     return trainer
@@ -210,8 +218,14 @@ def run_sft(
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
     model_dir = out / MODEL_DIR
-    trainer.save_model(str(model_dir))  # the main process writes (TRL/accelerate)
     main_process = trainer.args.process_index == 0
+    if spec.lora.rank > 0:
+        trainer.save_model(str(out / ADAPTER_DIR))  # the adapter (PEFT format), main process
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if main_process:
+            merged.save_pretrained(str(model_dir))
+    else:
+        trainer.save_model(str(model_dir))  # the main process writes (TRL/accelerate)
     if main_process:
         tokenizer.save_pretrained(str(model_dir))
     result = SFTResult(

@@ -178,3 +178,38 @@ def test_bf16_mixed_keeps_tiny_updates_that_pure_bf16_rounds_away(
     pure = _changed_share("bf16", tiny_model_dir, tmp_path)
     assert mixed >= 0.9, mixed
     assert pure < 0.5 * mixed, (pure, mixed)
+
+
+def test_lora_sft_writes_a_peft_adapter_and_the_merged_model(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """With sft.lora the adapter loads with PEFT, `model/` is a plain folder with the merged
+    weights (same logits as base + adapter), and a re-run resumes from TRL's adapter checkpoint."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    data = write_chats(tmp_path / "sft.jsonl", 4)
+    lora = {"rank": 4, "alpha": 8.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+    spec = SFTSpec(num_epochs=1, learning_rate=1e-2, save_steps=2, max_length=64, lora=lora)  # type: ignore[arg-type]
+    result = run_sft(spec, tiny_model_dir, data, tmp_path / "out")
+    assert result.steps == 4
+    adapter = tmp_path / "out" / "adapter"
+    assert (adapter / "adapter_config.json").exists()
+
+    def load(path: Path) -> torch.nn.Module:
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+
+    ids = torch.tensor([[5, 6, 7, 30, 31, 32]])
+    with torch.no_grad():
+        merged = load(Path(result.model_dir))(ids).logits
+        adapted = PeftModel.from_pretrained(load(tiny_model_dir), str(adapter))(ids).logits
+        base = load(tiny_model_dir)(ids).logits
+    torch.testing.assert_close(merged, adapted, rtol=0, atol=1e-5)
+    assert (merged - base).abs().max() > 1e-4
+
+    again = run_sft(
+        spec.model_copy(update={"num_epochs": 2.0}), tiny_model_dir, data, tmp_path / "out"
+    )
+    assert again.resumed_from == str(tmp_path / "out/checkpoints/checkpoint-4")
+    assert again.steps == 8
