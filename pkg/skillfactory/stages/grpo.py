@@ -8,13 +8,18 @@ The loop reads as its parts:
     publish(rollouts, learner)          the new weights to the samplers
     steps_log.write(record)             one line of `steps.jsonl`
     maybe_checkpoint(…)                 every `save_steps`: a checkpoint, then the acks it covers
+    maybe_evaluate(…)                   every `eval_every`: held-out accuracy, best model kept
 
 The samplers are a thread of this process (`EmbeddedRollouts`) or the sampler workers of rollout
 services (`RemoteRollouts`, distributed mode); see `skillfactory.stages.rollouts`.
 
 Outputs under `<output_dir>/<run>/grpo/`: `checkpoints/step-<v>/` (model, optimizer, scheduler,
 RNG, counters), `steps.jsonl` (one `StepRecord` per step), `model/` (the final HF model folder)
-and `summary.json`. A re-run resumes from the latest checkpoint: the version sequence continues,
+and `summary.json`; with `grpo.eval_every`, `eval.jsonl` (one line per evaluation: version, mean
+accuracy, task metrics), `evals/step-<v>/<task>.jsonl` (the graded samples) and `best/` (the model
+of the best evaluation so far, its step in the summary as `best_step`). Each step's metrics, every
+`tracking.completions_every` steps a table of the completions trained on, and each evaluation's
+metrics go to the run's tracker (`skillfactory.tracking`). A re-run resumes from the latest checkpoint: the version sequence continues,
 the steps after it (never checkpointed, so undone) are dropped from `steps.jsonl`, and prompts
 already trained are never drawn again. Queue entries are acked only once a checkpoint covers them.
 """
@@ -33,6 +38,8 @@ import torch
 
 from skillfactory.engines.base import Engine
 from skillfactory.engines.setup import engine_batch_rows
+from skillfactory.eval.harness import evaluate_task
+from skillfactory.eval.held_out import held_out_problems
 from skillfactory.group import Group
 from skillfactory.queue import Queue, UndecodablePayload, open_queue, read_messages
 from skillfactory.rollout.sampler import PromptStream, prompt_fits
@@ -48,6 +55,14 @@ from skillfactory.runspec import RunSpec
 from skillfactory.seeds import derived_seed
 from skillfactory.stages.rollouts import Cluster, EmbeddedRollouts, RemoteRollouts, Rollouts
 from skillfactory.tasks import Problem, get_task
+from skillfactory.tracking import (
+    COMPLETION_COLUMNS,
+    NullTracker,
+    Tracker,
+    completion_rows,
+    eval_metrics,
+    step_metrics,
+)
 from skillfactory.train.learner import Learner, LearnerCounters
 from skillfactory.train.learner_setup import load_tokenizer, pad_token_id, setup_learner
 from skillfactory.train.ranks import RankGroup, leading
@@ -59,6 +74,9 @@ from skillfactory.wire.messages import group_from_proto
 log = logging.getLogger(__name__)
 
 STEPS_FILE = "steps.jsonl"
+EVAL_FILE = "eval.jsonl"
+EVALS_DIR = "evals"
+BEST_DIR = "best"
 SUMMARY_FILE = "summary.json"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
@@ -200,6 +218,48 @@ class StepLog:
         self._file.close()
 
 
+class EvalLog:
+    """`eval.jsonl`: one evaluation during training per line (version, mean accuracy, task
+    metrics). Opening it drops the lines past the version the learner resumed from."""
+
+    def __init__(self, path: Path, version: int) -> None:
+        self.path = path
+        keep_steps_up_to(path, version)
+        self.results: list[dict[str, Any]] = []
+        if path.exists():
+            self.results = [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The evaluation with the highest accuracy (the earliest of equals), if any."""
+        return best_eval(self.results)
+
+    def write(self, result: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(result) + "\n")
+        self.results.append(result)
+
+    def summary(self) -> dict[str, Any]:
+        """`best_step` and `best_eval_accuracy` for the stage summary (nothing without evals)."""
+        best = self.best
+        if best is None:
+            return {}
+        return {
+            "best_step": best["version"],
+            "best_eval_accuracy": best["accuracy"],
+            "evaluations": len(self.results),
+        }
+
+
+def best_eval(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The evaluation with the highest accuracy; the earliest wins ties."""
+    best: dict[str, Any] | None = None
+    for result in results:
+        if best is None or result["accuracy"] > best["accuracy"]:
+            best = result
+    return best
+
+
 def keep_steps_up_to(path: Path, version: int) -> int:
     """Drop the lines of `steps.jsonl` past `version` (undone by a resume); returns how many."""
     if not path.exists():
@@ -232,8 +292,10 @@ class GRPOStage:
         score: GroupScorer | None = None,
         cluster: Cluster | None = None,
         ranks: RankGroup | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.spec = spec
+        self.tracker: Tracker = tracker or NullTracker()
         self.model_path = str(model)
         self.engine_factory = engine_factory
         self.cluster = cluster
@@ -378,6 +440,75 @@ class GRPOStage:
             learner.save_checkpoint(self.out / CHECKPOINTS_DIR)
             intake.ack_covered()
 
+    def track_step(self, record: StepRecord, batch: list[Group]) -> None:
+        """The step's metrics, and every `completions_every` steps a completions table."""
+        self.tracker.log_metrics(step_metrics(record.to_json()), step=record.version)
+        every = self.spec.tracking.completions_every
+        if every and record.version % every == 0:
+            rows = completion_rows(
+                batch,
+                record.version,
+                record.version - 1,
+                self.tokenizer,
+                self.spec.tracking.max_completions,
+            )
+            self.tracker.log_table("completions", COMPLETION_COLUMNS, rows, step=record.version)
+
+    # evaluation during training -------------------------------------------------------------
+
+    def eval_due(self, version: int) -> bool:
+        """Whether `grpo.eval_every` asks for an evaluation at this version (and at the last)."""
+        every = self.spec.grpo.eval_every
+        return every > 0 and (version % every == 0 or version == self.spec.grpo.steps)
+
+    def eval_spec(self) -> RunSpec:
+        """The eval section as training evaluates: no budget forcing, at most
+        `max_response_length` tokens."""
+        forcing = self.spec.eval.budget_forcing.model_copy(update={"enabled": False})
+        max_tokens = min(self.spec.eval.max_tokens, self.spec.grpo.max_response_length)
+        evaluation = self.spec.eval.model_copy(
+            update={"max_tokens": max_tokens, "budget_forcing": forcing}
+        )
+        return self.spec.model_copy(update={"eval": evaluation})
+
+    def evaluate_now(self, learner: Learner, rollouts: Rollouts) -> dict[str, Any]:
+        """Held-out accuracy of the current policy on the GRPO task: on the embedded engine (it
+        holds the new weights), else on an engine of the stage's factory (the rollout fleet in
+        the distributed mode) over the model saved for it. Writes `evals/step-<v>/`."""
+        spec = self.eval_spec()
+        task = grpo_task_name(spec)
+        problems = held_out_problems(spec, task, spec.grpo.eval_problems)
+        out = self.out / EVALS_DIR / f"step-{learner.version:06d}"
+        if isinstance(rollouts, EmbeddedRollouts):
+            with rollouts.lock:
+                metrics = evaluate_task(rollouts.engine, spec, task, problems, out)
+        else:
+            folder = self.out / EVALS_DIR / MODEL_DIR
+            learner.save_model(folder)
+            self.tokenizer.save_pretrained(folder)
+            engine = self.engine_factory(str(folder))
+            try:
+                metrics = evaluate_task(engine, spec, task, problems, out)
+            finally:
+                engine.close()
+        return {
+            "version": learner.version,
+            "accuracy": metrics["accuracy"],
+            "tasks": {task: metrics},
+        }
+
+    def maybe_evaluate(self, learner: Learner, rollouts: Rollouts, evals: EvalLog) -> None:
+        """Every `eval_every` steps: evaluate, log, and keep the model when it is the best yet."""
+        if not self.eval_due(learner.version):
+            return
+        result = self.evaluate_now(learner, rollouts)
+        improved = evals.best is None or result["accuracy"] > evals.best["accuracy"]
+        evals.write(result)
+        self.tracker.log_metrics(eval_metrics("eval", result["tasks"]), step=learner.version)
+        if improved:
+            learner.save_model(self.out / BEST_DIR)
+            self.tokenizer.save_pretrained(self.out / BEST_DIR)
+
     # the loop -------------------------------------------------------------------------------
 
     def run(self, on_step: Callable[[StepRecord], None] | None = None) -> dict[str, Any]:
@@ -388,6 +519,7 @@ class GRPOStage:
         learner = self.build_learner()
         resumed_from = learner.version
         steps_log = StepLog(self.out / STEPS_FILE, learner.version)
+        evals = EvalLog(self.out / EVAL_FILE, learner.version)
         admission = self.admission(learner)
         rollouts, learner_threads = self.setup_rollouts(
             learner, PromptStream(self.problems(), skip=learner.is_done), admission
@@ -407,7 +539,9 @@ class GRPOStage:
                 ):
                     record = self.train(learner, batch, rollouts, intake)
                     steps_log.write(record)
+                    self.track_step(record, batch)
                     self.maybe_checkpoint(learner, intake)
+                    self.maybe_evaluate(learner, rollouts, evals)
                     if on_step is not None:
                         on_step(record)
             learner.save_model(self.model_dir())
@@ -429,6 +563,7 @@ class GRPOStage:
             "learner_wait_seconds": round(intake.wait_seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "learner_ranks": learner.world_size,
+            **evals.summary(),
             **{k: v for k, v in asdict(learner.counters).items() if k != "done_prompts"},
         }
         (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

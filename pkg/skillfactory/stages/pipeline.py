@@ -40,6 +40,7 @@ from skillfactory.stages.events import (
 from skillfactory.stages.grpo import GRPOStage, grpo_dir
 from skillfactory.stages.rollouts import Cluster, remote_engine_factory
 from skillfactory.stages.sft import SFTStage, sft_folder
+from skillfactory.tracking import NullTracker, Tracker, eval_metrics, open_tracker
 from skillfactory.train.ranks import RankGroup
 
 RESULT_FILE = "run.json"
@@ -95,6 +96,8 @@ class Pipeline:
         self.results: dict[str, Any] = {}
         self.seconds: dict[str, float] = {}
         """Wall seconds of each stage run."""
+        self.tracker: Tracker = NullTracker()
+        """The run's experiment tracker while `run` runs (`tracking` section; leader only)."""
         self.runners: dict[Stage, Callable[[], dict[str, Any]]] = {
             "data": self.run_data,
             "sft": self.run_sft,
@@ -108,13 +111,18 @@ class Pipeline:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.spec.reuse_from is not None:
             self.adopt_finished_stages(Path(self.spec.reuse_from))
-        for stage in stages_to_run(self.spec):
-            started = time.perf_counter()
-            self.on_event(StageStarted(stage))
-            self.results[stage] = self.runners[stage]()
-            self.seconds[stage] = round(time.perf_counter() - started, 2)
-            self.on_event(StageFinished(stage, self.seconds[stage]))
-            self._write_results()
+        self.tracker = open_tracker(self.spec, leader=self.ranks is None or self.ranks.leads)
+        try:
+            for stage in stages_to_run(self.spec):
+                started = time.perf_counter()
+                self.on_event(StageStarted(stage))
+                self.results[stage] = self.runners[stage]()
+                self.seconds[stage] = round(time.perf_counter() - started, 2)
+                self.on_event(StageFinished(stage, self.seconds[stage]))
+                self._write_results()
+        finally:
+            self.tracker.finish()
+            self.tracker = NullTracker()
         return self.results
 
     def adopt_finished_stages(self, earlier: Path) -> list[str]:
@@ -168,7 +176,12 @@ class Pipeline:
             self.models.setdefault("sft", str(sft_model))
             start = str(sft_model)
         return GRPOStage(
-            self.spec, start, self.engine_factory, cluster=self.cluster, ranks=self.ranks
+            self.spec,
+            start,
+            self.engine_factory,
+            cluster=self.cluster,
+            ranks=self.ranks,
+            tracker=self.tracker,
         )
 
     def run_data(self) -> dict[str, Any]:
@@ -212,10 +225,14 @@ class Pipeline:
         ):
             if label not in self.models and is_model_folder(folder):
                 self.models[label] = str(folder)
-        return evaluate(
+        summary = evaluate(
             self.spec,
             self.models,
             eval_dir(self.spec),
             engine_factory=self.engine_factory,
             on_task=lambda label, task, metrics: self.on_event(EvalTaskDone(label, task, metrics)),
         )
+        for label in self.models:
+            if label in summary:
+                self.tracker.log_metrics(eval_metrics(f"final/{label}", summary[label]["tasks"]))
+        return summary
