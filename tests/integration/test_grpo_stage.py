@@ -44,13 +44,16 @@ def test_mean_reward_rises_on_a_learnable_reward(
     assert (tmp_path / f"first-token-s{max_staleness}" / "grpo" / "model" / "config.json").exists()
 
 
+@pytest.mark.parametrize("lora_rank", [0, 4], ids=["full", "lora"])
 def test_killed_run_resumes_with_version_continuity_and_no_group_trained_twice(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, lora_rank: int
 ) -> None:
-    run_dir = tmp_path / "first-token-s1"
+    run_dir = tmp_path / ("first-token-s1" + ("-lora" if lora_rank else ""))
     args = [sys.executable, str(SCRIPT), str(tiny_model_dir), str(tmp_path), "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    victim = subprocess.Popen([*args, "200", "1"], env=env, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [*args, "200", "1", str(lora_rank)], env=env, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
     while len(steps_of(run_dir)) < 4 and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -61,7 +64,11 @@ def test_killed_run_resumes_with_version_continuity_and_no_group_trained_twice(
     assert len(before) >= 4
 
     resumed = subprocess.run(
-        [*args, str(len(before) + 4), "1"], env=env, capture_output=True, text=True, check=True
+        [*args, str(len(before) + 4), "1", str(lora_rank)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["resumed_from_version"] >= 3
@@ -73,6 +80,9 @@ def test_killed_run_resumes_with_version_continuity_and_no_group_trained_twice(
     assert len(trained) == len(set(trained)) == 4 * len(steps)
     # the steps kept from before the kill are exactly the first ones, unchanged
     assert steps[: summary["resumed_from_version"]] == before[: summary["resumed_from_version"]]
+    checkpoint = sorted((run_dir / "grpo" / "checkpoints").glob("step-*"))[-1]
+    assert (checkpoint / "adapter").is_dir() == bool(lora_rank)  # LoRA: the adapter, no model
+    assert (run_dir / "grpo" / "model" / "adapter").is_dir() == bool(lora_rank)
 
 
 def test_a_run_where_every_group_is_filtered_stops_with_a_clear_error(
