@@ -334,6 +334,11 @@ def training_table(run: Run) -> Table | None:
         for key in ("groups_trained", "samples_trained", "dropped_stale", "dropped_zero_variance"):
             if key in run.grpo_summary:
                 rows.append([f"GRPO {key.replace('_', ' ')}", _count(run.grpo_summary[key])])
+        if "best_step" in run.grpo_summary:  # grpo.eval_every: evaluations during training
+            rows.append(["GRPO best step (held-out eval)", _count(run.grpo_summary["best_step"])])
+            rows.append(
+                ["GRPO best eval accuracy", fmt(run.grpo_summary.get("best_eval_accuracy"))]
+            )
     if not rows:
         return None
     return Table(f"Training · {run.name}", ["", "value"], rows, [run])
