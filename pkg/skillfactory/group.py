@@ -34,6 +34,10 @@ class Group:
     """Position of the prompt in the run's prompt stream."""
     epoch: str = ""
     """Learner incarnation whose rollout task asked for it (distributed mode; else empty)."""
+    reward_terms: list[dict[str, float]] = field(default_factory=list)
+    """Each completion's reward terms (`grpo.rewards`, unweighted); empty when not known."""
+    failed_terms: list[tuple[str, ...]] = field(default_factory=list)
+    """Each completion's terms that raised or timed out (scored 0); empty when not known."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form annotations (not sent over the wire)."""
 

@@ -52,11 +52,23 @@ serve_app = typer.Typer(
 
 
 @serving_options("reward")
-def serve_reward(serving: ServingConfig) -> None:
+def serve_reward(
+    serving: ServingConfig,
+    allow_reward_plugins: Annotated[
+        bool,
+        typer.Option(
+            "--allow-reward-plugins",
+            help="Run reward plugins (grpo.rewards naming package.module:function) that the "
+            "problems name: code execution, for trusted run specs only. Without it such terms "
+            "score 0 and are counted.",
+        ),
+    ] = False,
+) -> None:
     """Serve the reward service: batch grading with the task graders."""
     from skillfactory.serving.reward import setup_reward_server  # heavy: grpc
 
-    serve_until_signal(setup_reward_server(serving), "reward")
+    server = setup_reward_server(serving, allow_plugins=allow_reward_plugins)
+    serve_until_signal(server, "reward")
 
 
 @serving_options("rollout", max_message_mb=64.0, grace_seconds=60.0)

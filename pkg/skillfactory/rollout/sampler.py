@@ -55,13 +55,16 @@ def make_group(
     sampler_id: str,
     epoch: str = "",
 ) -> Group:
-    """The group of prompt `index` of the run's prompt stream."""
+    """The group of prompt `index` of the run's prompt stream (a reward that carries its terms,
+    a `ScoredReward`, has them kept on the group)."""
     return Group(
         group_id=f"p{index}",
         problem=problem,
         prompt_token_ids=completions[0].prompt_token_ids,
         completions=list(completions),
-        rewards=list(rewards),
+        rewards=[float(r) for r in rewards],
+        reward_terms=[dict(getattr(r, "terms", {})) for r in rewards],
+        failed_terms=[tuple(getattr(r, "failed", ())) for r in rewards],
         sampler_id=sampler_id,
         prompt_index=index,
         epoch=epoch,

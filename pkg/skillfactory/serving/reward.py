@@ -2,12 +2,16 @@
 
 A `Score` request holds items (a response with its problem) and groups (responses to one problem,
 as GRPO samples them: the problem is sent, and read, once for the group; `score_request` builds
-such a request). Every response is graded with `skillfactory.tasks.grade`; the answer holds one
-`Reward` per record: the items in order, then each group's responses in order. A record that
+such a request). Every response is scored by its problem's reward terms
+(`skillfactory.tasks.rewards`: the task grader's correctness unless the run's `grpo.rewards`
+named others, each term's value in `Reward.terms`); the answer holds one `Reward` per record: the items in order, then each group's responses in order. A record that
 cannot be graded (no task, unknown task, a problem missing a field its grader needs) gets `error`
 set and value 0, and a group whose problem cannot be read gets it for each response; the batch
 never fails for it. Graders parse model text with bounded, non-evaluating parsers: nothing a
-model writes is executed.
+model writes is executed. A reward plugin (`package.module:function`) is code a run spec names: the
+service runs one only when started with `--allow-reward-plugins` (`allow_plugins`), in a worker
+process within a time budget; otherwise, or when it raises or times out, that term scores 0 and
+is counted.
 
 Series added to the server's registry:
 
@@ -17,7 +21,11 @@ Series added to the server's registry:
 - `skillfactory_reward_batch_items` — histogram of records (items and group responses) per request;
 - `skillfactory_reward_grader_timeouts_total{task}` — answers graded wrong because their check was
   stopped (past its time budget, or its worker process died): the process-wide count of
-  `skillfactory.tasks.bounded_check`.
+  `skillfactory.tasks.bounded_check`;
+- `skillfactory_reward_term_value_sum{reward}` and `skillfactory_reward_term_values_total{reward}`
+  — each reward term's values summed, and counted (mean = ratio);
+- `skillfactory_reward_term_failures_total{reward}` — term values that raised, timed out or were
+  not allowed (scored 0).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -34,15 +42,9 @@ from prometheus_client.registry import Collector
 
 from skillfactory.serving.logs import bind_run_id
 from skillfactory.serving.server import ServiceServer, ServingConfig
-from skillfactory.tasks import (
-    Problem,
-    ProblemFieldError,
-    Task,
-    UnknownTaskError,
-    get_task,
-    grade,
-)
+from skillfactory.tasks import Problem, ProblemFieldError, UnknownTaskError, task_of
 from skillfactory.tasks.bounded_check import stopped_checks
+from skillfactory.tasks.rewards import Scored, score_group
 from skillfactory.v1 import data_pb2, reward_pb2, reward_pb2_grpc
 from skillfactory.wire.messages import problem_from_proto
 
@@ -99,6 +101,24 @@ class RewardMetrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.term_sum = Counter(
+            "skillfactory_reward_term_value_sum",
+            "Values of each reward term (grpo.rewards, unweighted), summed.",
+            ("reward",),
+            registry=registry,
+        )
+        self.term_values = Counter(
+            "skillfactory_reward_term_values",
+            "Values of each reward term scored (mean = value_sum / values).",
+            ("reward",),
+            registry=registry,
+        )
+        self.term_failures = Counter(
+            "skillfactory_reward_term_failures",
+            "Reward term values that raised, timed out or were not allowed (scored 0).",
+            ("reward",),
+            registry=registry,
+        )
         registry.register(GraderTimeouts())
 
 
@@ -109,6 +129,9 @@ class BatchTally:
     graded: Tally[str]
     correct: Tally[str]
     errors: Tally[str]
+    term_sum: dict[str, float] = field(default_factory=dict)
+    term_values: Tally[str] = field(default_factory=Tally)
+    term_failures: Tally[str] = field(default_factory=Tally)
 
     @classmethod
     def empty(cls) -> BatchTally:
@@ -123,11 +146,11 @@ class RecordError(ValueError):
         self.reason = reason
 
 
-def _task_of(name: str) -> Task:
-    if not name:
+def _check_task(problem: Problem) -> None:
+    if not problem.task:
         raise RecordError("missing_field", "problem has no task")
     try:
-        return get_task(name)
+        task_of(problem)
     except UnknownTaskError as error:
         raise RecordError("unknown_task", str(error)) from None
 
@@ -162,9 +185,10 @@ def _error_of(error: Exception, task: str) -> tuple[str, str]:
 class _Batch:
     """The response of one request, built record by record, and its counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, allow_plugins: bool = False) -> None:
         self.response = reward_pb2.ScoreResponse()
         self.tally = BatchTally.empty()
+        self.allow_plugins = allow_plugins
         self.graded: list[str] = []  # task names, counted once at the end (cheaper than per item)
         self.correct: list[str] = []
 
@@ -176,49 +200,57 @@ class _Batch:
         for _ in range(records):
             add_reward(error=message)
 
+    def scored(self, problem: Problem, responses: list[str], tokens: list[int] | None) -> None:
+        """Scores one problem's responses and answers a record for each."""
+        try:
+            _check_task(problem)
+            results = score_group(problem, responses, tokens, allow_plugins=self.allow_plugins)
+        except Exception as error:
+            self.fail(error, problem.task, len(responses))
+            return
+        for result in results:
+            if result.error is not None:
+                self.fail(result.error, problem.task)
+            else:
+                self.add(problem.task, result)
+
+    def add(self, task: str, result: Scored) -> None:
+        reward = self.response.rewards.add()
+        self.graded.append(task)
+        if result.correct:
+            self.correct.append(task)
+            reward.correct = True
+        reward.value = result.value
+        if result.answer is not None:
+            reward.answer = result.answer
+        reward.terms.update(result.terms)
+        reward.failed_terms.extend(result.failed)
+        tally = self.tally
+        for name, value in result.terms.items():
+            tally.term_sum[name] = tally.term_sum.get(name, 0.0) + value
+            tally.term_values[name] += 1
+        tally.term_failures.update(result.failed)
+
     def items(self, items: Iterable[reward_pb2.ScoreItem]) -> None:
         problems = ProblemCache()
-        graded, correct = self.graded, self.correct
-        add_reward = self.response.rewards.add
         for item in items:
-            message = item.problem
             try:
-                task = _task_of(message.task)
-                result = grade(task, problems.get(message), item.response)
+                problem = problems.get(item.problem)
             except Exception as error:
-                self.fail(error, message.task)
+                self.fail(error, item.problem.task)
                 continue
-            reward = add_reward()
-            graded.append(task.name)
-            if result.correct:
-                correct.append(task.name)
-                reward.value, reward.correct = 1.0, True
-            if result.answer is not None:
-                reward.answer = result.answer
+            self.scored(problem, [item.response], None)
 
     def group(self, group: reward_pb2.ScoreGroup) -> None:
         message = group.problem
         try:
-            task, problem = _task_of(message.task), problem_from_proto(message)
+            problem = problem_from_proto(message)
         except Exception as error:
             self.fail(error, message.task, len(group.responses))
             return
-        # The hot path of the service.
-        name, graded, correct = task.name, self.graded, self.correct
-        add_reward = self.response.rewards.add
-        for text in group.responses:
-            try:
-                result = grade(task, problem, text)
-            except Exception as error:
-                self.fail(error, name)
-                continue
-            reward = add_reward()
-            graded.append(name)
-            if result.correct:
-                correct.append(name)
-                reward.value, reward.correct = 1.0, True
-            if result.answer is not None:
-                reward.answer = result.answer
+        responses = list(group.responses)
+        tokens = list(group.response_tokens)
+        self.scored(problem, responses, tokens if len(tokens) == len(responses) else None)
 
     def finish(self) -> BatchTally:
         self.tally.graded.update(self.graded)
@@ -227,11 +259,15 @@ class _Batch:
 
 
 def score(
-    request: reward_pb2.ScoreRequest, metrics: RewardMetrics | None = None
+    request: reward_pb2.ScoreRequest,
+    metrics: RewardMetrics | None = None,
+    *,
+    allow_plugins: bool = False,
 ) -> reward_pb2.ScoreResponse:
     """One reward per item of `request`, in order, then one per response of each group; a record
-    that cannot be graded gets `error` set (never an exception)."""
-    batch = _Batch()
+    that cannot be graded gets `error` set (never an exception). Reward plugins run only with
+    `allow_plugins`."""
+    batch = _Batch(allow_plugins)
     batch.items(request.items)
     for group in request.groups:
         batch.group(group)
@@ -263,28 +299,37 @@ def _record(metrics: RewardMetrics, tally: BatchTally, items: int) -> None:
         metrics.correct.labels(task).inc(tally.correct[task])
     for reason, count in tally.errors.items():
         metrics.errors.labels(reason).inc(count)
+    for name, count in tally.term_values.items():
+        metrics.term_sum.labels(name).inc(tally.term_sum[name])
+        metrics.term_values.labels(name).inc(count)
+    for name, count in tally.term_failures.items():
+        metrics.term_failures.labels(name).inc(count)
 
 
 class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     """`RewardService` over the task graders."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, allow_plugins: bool = False
+    ) -> None:
         self.metrics = RewardMetrics(registry) if registry is not None else None
+        self.allow_plugins = allow_plugins
 
     def Score(  # noqa: N802 (the RPC's name)
         self, request: reward_pb2.ScoreRequest, context: grpc.ServicerContext
     ) -> reward_pb2.ScoreResponse:
         run_id = dict(context.invocation_metadata() or ()).get(RUN_ID_METADATA)
         with bind_run_id(str(run_id) if run_id else None):
-            return score(request, self.metrics)
+            return score(request, self.metrics, allow_plugins=self.allow_plugins)
 
     def add_to(self, server: grpc.Server) -> None:
         reward_pb2_grpc.add_RewardServiceServicer_to_server(self, server)
 
 
-def setup_reward_server(config: ServingConfig) -> ServiceServer:
-    """A reward server (not started yet) with its servicer and metrics."""
+def setup_reward_server(config: ServingConfig, *, allow_plugins: bool = False) -> ServiceServer:
+    """A reward server (not started yet) with its servicer and metrics; reward plugins run only
+    with `allow_plugins` (`serve reward --allow-reward-plugins`)."""
     server = ServiceServer("reward", config)
-    servicer = RewardServicer(server.metrics.registry)
+    servicer = RewardServicer(server.metrics.registry, allow_plugins=allow_plugins)
     server.add_service(SERVICE_NAME, servicer.add_to)
     return server

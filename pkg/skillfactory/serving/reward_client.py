@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from skillfactory.engines.base import Completion
+from skillfactory.rollout.scoring import ScoredReward
 from skillfactory.serving.auth import bearer_metadata
 from skillfactory.serving.channels import open_channel
 from skillfactory.tasks import Problem
@@ -48,10 +49,17 @@ class RewardClient:
         request = reward_pb2.ScoreRequest()
         for problem, completions in groups:
             request.groups.add(
-                problem=problem_to_proto(problem), responses=[c.text for c in completions]
+                problem=problem_to_proto(problem),
+                responses=[c.text for c in completions],
+                response_tokens=[len(c.token_ids) for c in completions],
             )
         response = self.stub.Score(request, metadata=self.metadata, timeout=self.timeout_s)
-        values = [reward.value for reward in response.rewards]
+        values = [
+            ScoredReward(reward.value, reward.terms, reward.failed_terms)
+            if reward.terms or reward.failed_terms
+            else reward.value
+            for reward in response.rewards
+        ]
         errors = [reward.error for reward in response.rewards if reward.error]
         if errors:
             log.warning(

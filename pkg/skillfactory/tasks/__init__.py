@@ -10,10 +10,11 @@ per number (see `skillfactory.tasks.countdown`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache, partial
 from typing import cast
 
+from skillfactory.runspec import TaskDatasetSpec
 from skillfactory.tasks.acronym import AcronymTask
 from skillfactory.tasks.base import Grade, Problem, ProblemFieldError, Task, grade
 from skillfactory.tasks.countdown import CountdownTask
@@ -24,6 +25,13 @@ from skillfactory.tasks.letter_countdown import LetterCountdownTask
 from skillfactory.tasks.math500 import Math500Task
 from skillfactory.tasks.multiplication import MultiplicationTask
 from skillfactory.tasks.openthoughts import OpenThoughtsTask
+from skillfactory.tasks.own_data import (
+    GRADER_KEY,
+    GradedByField,
+    OwnDatasetTask,
+    register_datasets,
+    registered,
+)
 
 
 def _factories() -> dict[str, Callable[[], Task]]:
@@ -64,9 +72,33 @@ class UnknownTaskError(ValueError):
         self.name = name
 
 
-@cache
 def get_task(name: str) -> Task:
-    """The task called `name` (one shared instance per name); raises `UnknownTaskError`."""
+    """The task called `name` (one shared instance per name): a built-in task, or a dataset task
+    of a run spec registered in this process (`use_datasets`); raises `UnknownTaskError`."""
+    own = registered(name)
+    return own if own is not None else _builtin_task(name)
+
+
+def use_datasets(datasets: Sequence[TaskDatasetSpec]) -> None:
+    """Register a run spec's dataset tasks (`skillfactory.tasks.own_data`) under their names;
+    ValueError naming the field when one takes a built-in task's name."""
+    register_datasets(datasets, builtin=TASK_NAMES)
+
+
+def task_of(problem: Problem) -> Task:
+    """The task that grades `problem`: `get_task(problem.task)`, else — a dataset task of a run
+    spec this process does not know (the reward service, the composer) — the grader its data
+    names. Raises `UnknownTaskError` when neither applies."""
+    try:
+        return get_task(problem.task)
+    except UnknownTaskError:
+        if GRADER_KEY in problem.data:
+            return GradedByField(problem.task)
+        raise
+
+
+@cache
+def _builtin_task(name: str) -> Task:
     base = name.removesuffix(HF_SUFFIX)
     factory = _FACTORIES.get(base)
     if factory is None:
@@ -89,10 +121,13 @@ __all__ = [
     "Math500Task",
     "MultiplicationTask",
     "OpenThoughtsTask",
+    "OwnDatasetTask",
     "Problem",
     "ProblemFieldError",
     "Task",
     "UnknownTaskError",
     "get_task",
     "grade",
+    "task_of",
+    "use_datasets",
 ]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from skillfactory.v1 import data_pb2 as skillfactory_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cskillfactory/v1/reward.proto\x12\x0fskillfactory.v1\x1a\x1askillfactory/v1/data.proto\"H\n\tScoreItem\x12)\n\x07problem\x18\x01 \x01(\x0b\x32\x18.skillfactory.v1.Problem\x12\x10\n\x08response\x18\x02 \x01(\t\"J\n\nScoreGroup\x12)\n\x07problem\x18\x01 \x01(\x0b\x32\x18.skillfactory.v1.Problem\x12\x11\n\tresponses\x18\x02 \x03(\t\"f\n\x0cScoreRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.skillfactory.v1.ScoreItem\x12+\n\x06groups\x18\x02 \x03(\x0b\x32\x1b.skillfactory.v1.ScoreGroup\"9\n\rScoreResponse\x12(\n\x07rewards\x18\x01 \x03(\x0b\x32\x17.skillfactory.v1.Reward2W\n\rRewardService\x12\x46\n\x05Score\x12\x1d.skillfactory.v1.ScoreRequest\x1a\x1e.skillfactory.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cskillfactory/v1/reward.proto\x12\x0fskillfactory.v1\x1a\x1askillfactory/v1/data.proto\"H\n\tScoreItem\x12)\n\x07problem\x18\x01 \x01(\x0b\x32\x18.skillfactory.v1.Problem\x12\x10\n\x08response\x18\x02 \x01(\t\"c\n\nScoreGroup\x12)\n\x07problem\x18\x01 \x01(\x0b\x32\x18.skillfactory.v1.Problem\x12\x11\n\tresponses\x18\x02 \x03(\t\x12\x17\n\x0fresponse_tokens\x18\x03 \x03(\x03\"f\n\x0cScoreRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.skillfactory.v1.ScoreItem\x12+\n\x06groups\x18\x02 \x03(\x0b\x32\x1b.skillfactory.v1.ScoreGroup\"9\n\rScoreResponse\x12(\n\x07rewards\x18\x01 \x03(\x0b\x32\x17.skillfactory.v1.Reward2W\n\rRewardService\x12\x46\n\x05Score\x12\x1d.skillfactory.v1.ScoreRequest\x1a\x1e.skillfactory.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREITEM']._serialized_start=77
   _globals['_SCOREITEM']._serialized_end=149
   _globals['_SCOREGROUP']._serialized_start=151
-  _globals['_SCOREGROUP']._serialized_end=225
-  _globals['_SCOREREQUEST']._serialized_start=227
-  _globals['_SCOREREQUEST']._serialized_end=329
-  _globals['_SCORERESPONSE']._serialized_start=331
-  _globals['_SCORERESPONSE']._serialized_end=388
-  _globals['_REWARDSERVICE']._serialized_start=390
-  _globals['_REWARDSERVICE']._serialized_end=477
+  _globals['_SCOREGROUP']._serialized_end=250
+  _globals['_SCOREREQUEST']._serialized_start=252
+  _globals['_SCOREREQUEST']._serialized_end=354
+  _globals['_SCORERESPONSE']._serialized_start=356
+  _globals['_SCORERESPONSE']._serialized_end=413
+  _globals['_REWARDSERVICE']._serialized_start=415
+  _globals['_REWARDSERVICE']._serialized_end=502
 # @@protoc_insertion_point(module_scope)

@@ -16,12 +16,14 @@ class ScoreItem(_message.Message):
     def __init__(self, problem: _Optional[_Union[_data_pb2.Problem, _Mapping]] = ..., response: _Optional[str] = ...) -> None: ...
 
 class ScoreGroup(_message.Message):
-    __slots__ = ("problem", "responses")
+    __slots__ = ("problem", "responses", "response_tokens")
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     problem: _data_pb2.Problem
     responses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, problem: _Optional[_Union[_data_pb2.Problem, _Mapping]] = ..., responses: _Optional[_Iterable[str]] = ...) -> None: ...
+    response_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, problem: _Optional[_Union[_data_pb2.Problem, _Mapping]] = ..., responses: _Optional[_Iterable[str]] = ..., response_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("items", "groups")

@@ -194,11 +194,15 @@ def group_to_proto(group: Group, run_id: str = "") -> data_pb2.Group:
     )
     message.problem.CopyFrom(problem_to_proto(group.problem))
     message.problem.data.update({PROMPT_INDEX_KEY: group.prompt_index})
-    for completion, reward in zip(group.completions, group.rewards, strict=True):
+    terms = group.reward_terms or [{} for _ in group.rewards]
+    failed = group.failed_terms or [() for _ in group.rewards]
+    for completion, reward, values, failures in zip(
+        group.completions, group.rewards, terms, failed, strict=True
+    ):
         wire = message.completions.add()
         wire.CopyFrom(completion_to_proto(completion))
         wire.prompt_token_ids[:] = group.prompt_token_ids
-        message.rewards.add(value=reward, correct=reward > 0)
+        message.rewards.add(value=reward, correct=reward > 0, terms=values, failed_terms=failures)
     return message
 
 
@@ -213,6 +217,8 @@ def group_from_proto(message: data_pb2.Group) -> Group:
         prompt_token_ids=completions[0].prompt_token_ids if completions else [],
         completions=completions,
         rewards=[r.value for r in message.rewards],
+        reward_terms=[dict(r.terms) for r in message.rewards],
+        failed_terms=[tuple(r.failed_terms) for r in message.rewards],
         sampler_id=message.sampler_id,
         prompt_index=prompt_index,
         epoch=message.epoch,
