@@ -485,13 +485,25 @@ class GRPOSpec(Spec):
     max_staleness: int = Field(default=1, ge=0)
     """Oldest policy lag admitted; 0 reproduces synchronous on-policy GRPO exactly."""
     importance_weight_cap: float = Field(default=2.0, ge=1.0)
-    """Truncation of the behaviour→proximal importance weight of off-policy tokens."""
+    """Truncation of the importance weight min(π_prox/π_behav, cap) between the learner's
+    proximal logprobs and the engine's behaviour logprobs (stale tokens; every token with
+    `correct_engine_mismatch`). TRL `vllm_importance_sampling_clip_max` (formerly
+    `vllm_importance_sampling_cap`); verl `algorithm.rollout_is_threshold` (formerly
+    `actor.tis_imp_ratio_cap`)."""
+    correct_engine_mismatch: bool = False
+    """Apply the truncated importance weight to staleness-0 tokens too, correcting the
+    engine/learner mismatch (kernels, precision) of the same weights; off, their weight is exactly
+    1 (`max_staleness: 0` is then plain on-policy GRPO). The mismatch is logged every step either
+    way. TRL `vllm_importance_sampling_correction` (mode `token_truncate`); verl
+    `algorithm.rollout_is` (token level)."""
     max_prompt_length: int = Field(default=512, ge=1)
     """Longest prompt in tokens; longer prompts are skipped."""
     max_response_length: int = Field(default=4096, ge=1)
     """Most tokens per completion."""
     temperature: float = Field(default=1.0, gt=0.0)
-    """Rollout temperature."""
+    """Rollout temperature. Engine and learner logprobs are both at this temperature:
+    log softmax(logits / T) over the whole vocabulary, before top-p truncation (TRL and verl
+    divide the logits by it; TRL/verl `temperature`)."""
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     """Rollout nucleus sampling."""
     save_steps: int = Field(default=25, ge=1)

@@ -12,10 +12,14 @@ per-prompt seeds answers a split call as it answers the whole one. How exactly a
 honour them is its own: the simulated engine exactly, the transformers engine with one generator
 per prompt (batched floating point may still differ in the last bits), vLLM per request.
 
-Logprobs are those of the sampled tokens under the model's own distribution (log-softmax of the
-raw logits, before temperature, top-k/top-p and penalties), as vLLM reports them by default. That
-is what a teacher-forced forward pass of the same tokens gives, and what the learner needs as the
-behaviour policy's logprobs when sampling at temperature 1.
+Logprobs are those of the sampled tokens under the model's distribution at the sampling
+temperature: log softmax(logits / T) over the whole vocabulary (the raw logits at T = 0), before
+repetition penalties and top-k/top-p truncation, as TRL and verl compute them in the learner. That
+is what a teacher-forced forward pass of the same tokens gives at temperature T
+(`grpo.temperature` in the learner), so the importance weights compare the policy that sampled
+with the one trained. Truncation is left out on both sides: a token outside the learner's nucleus
+would get probability 0. The vLLM engine reports vLLM's `processed_logprobs`, which equal these
+without top-k/top-p (GRPO's default); with them they are renormalised over the kept tokens.
 """
 
 from __future__ import annotations

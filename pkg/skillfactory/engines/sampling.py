@@ -1,7 +1,8 @@
 """One decode step's token choice: penalties, temperature, top-k/top-p, then a draw.
 
-Works on a batch of rows at once and returns, with each chosen token, its logprob under the raw
-model distribution (see `skillfactory.engines.base`).
+Works on a batch of rows at once and returns, with each chosen token, its logprob under the
+model's distribution at the sampling temperature, log softmax(logits / T) over the whole
+vocabulary, before penalties and top-k/top-p (see `skillfactory.engines.base`).
 """
 
 from __future__ import annotations
@@ -67,18 +68,24 @@ def draw(scores: torch.Tensor, top_k: int, top_p: float, generator: Randomness) 
     return indices.gather(-1, choice).squeeze(-1)
 
 
+def sampling_logprobs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / T) (the raw distribution at T = 0, greedy): what the learner
+    recomputes for the behaviour policy, since it cannot replay penalties or truncation."""
+    return torch.log_softmax(logits / temperature if temperature > 0.0 else logits, dim=-1)
+
+
 def choose_tokens(
     logits: torch.Tensor,
     params: SamplingParams,
     seen: torch.Tensor | None,
     generator: Randomness,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per row; returns (tokens, raw logprobs of those tokens), both shape [rows].
+    """Pick one token per row; returns (tokens, their `sampling_logprobs`), both shape [rows].
 
     `logits` are the last position's raw logits, shape [rows, vocab]; they are not modified.
     """
     logits = logits.float()
-    raw_logprobs = torch.log_softmax(logits, dim=-1)
+    raw_logprobs = sampling_logprobs(logits, params.temperature)
     scores = logits.clone()
     if seen is not None:
         apply_repetition_penalty(scores, seen, params.repetition_penalty)
@@ -112,7 +119,7 @@ def choose_tokens_with_noise(
     replayed as one CUDA graph.
     """
     logits = logits.float()
-    raw_logprobs = torch.log_softmax(logits, dim=-1)
+    raw_logprobs = sampling_logprobs(logits, temperature)
     scores = logits
     if seen is not None and repetition_penalty != 1.0:
         penalized = torch.where(

@@ -4,8 +4,11 @@ What this adds to vLLM:
 
 - prompts are tokenized here (chat messages through the tokenizer's own template with the
   generation prompt) and passed as token ids, so every completion reports its prompt tokens;
-- logprobs are those of the sampled tokens, raw (`logprobs_mode="raw_logprobs"`: log-softmax of
-  the model's logits before temperature, top-k/top-p and penalties), requested with `logprobs=0`;
+- logprobs are those of the sampled tokens at the sampling temperature
+  (`logprobs_mode="processed_logprobs"`, as TRL runs vLLM: log-softmax of logits / T), requested
+  with `logprobs=0`; vLLM computes them after top-k/top-p and penalties too, so with those set
+  they are renormalised over the kept tokens while the learner's are not (GRPO samples without
+  them by default; see `skillfactory.engines.base`);
 - the engine is seeded once; `SamplingParams.seed` is passed per request only when given,
   because per-request seeds cut CPU throughput about 2× (design §4);
 - `load_weights` reloads in place with `collective_rpc("reload_weights", ...)`: tensors go
@@ -74,7 +77,8 @@ def setup_vllm_environment(*, in_process: bool | None, kv_cache_gib: int, on_cpu
 
 
 class VllmEngine:
-    """n samples per prompt with raw per-token logprobs and in-place weight reload, over vLLM."""
+    """n samples per prompt with per-token logprobs at the sampling temperature and in-place
+    weight reload, over vLLM."""
 
     def __init__(
         self,
@@ -115,7 +119,7 @@ class VllmEngine:
             seed=seed,
             dtype=dtype or ("float32" if on_cpu else "auto"),
             max_model_len=max_model_len,
-            logprobs_mode="raw_logprobs",
+            logprobs_mode="processed_logprobs",
             enforce_eager=enforce_eager,
             disable_log_stats=True,
             tensor_parallel_size=tensor_parallel_size,

@@ -2,6 +2,7 @@
 
 Series: `skillfactory_learner_runs{state}`, `skillfactory_learner_current_stage{stage}`,
 `skillfactory_learner_step`, `skillfactory_learner_loss`, `skillfactory_learner_reward_mean`,
+`skillfactory_learner_reward_term{reward}`, `skillfactory_learner_reward_term_failures_total{reward}`,
 `skillfactory_learner_learning_rate`, `skillfactory_learner_policy_version`,
 `skillfactory_learner_dropped_groups{reason}`, `skillfactory_learner_steps_total`,
 `skillfactory_learner_samples_trained_total`, `skillfactory_learner_weight_sync_seconds`,
@@ -37,6 +38,15 @@ class LearnerMetrics:
         self.step = gauge("step", "GRPO steps done (the policy version) of the running run.")
         self.loss = gauge("loss", "Loss of the last GRPO step.")
         self.reward_mean = gauge("reward_mean", "Mean reward of the last GRPO step's samples.")
+        self.reward_term = gauge(
+            "reward_term", "Mean of each reward term in the last GRPO step.", ("reward",)
+        )
+        self.reward_failures = Counter(
+            "skillfactory_learner_reward_term_failures",
+            "Reward term values that raised, timed out or were not allowed (scored 0).",
+            ("reward",),
+            registry=registry,
+        )
         self.learning_rate = gauge("learning_rate", "Learning rate of the last GRPO step.")
         self.policy_version = gauge("policy_version", "Policy version the learner last produced.")
         self.dropped = gauge(
@@ -68,6 +78,11 @@ class LearnerMetrics:
         )
         self.kl = gauge("kl", "KL to the reference model in the last GRPO step (0 without one).")
         self.entropy = gauge("entropy", "Mean token entropy of the policy in the last GRPO step.")
+        self.mismatch = gauge(
+            "mismatch_ratio",
+            "Learner/engine probability ratio of the last GRPO step's tokens, by statistic.",
+            ("stat",),
+        )
         self.step_seconds = Histogram(
             "skillfactory_learner_step_seconds",
             "Wall time of one GRPO optimizer step, in seconds.",
@@ -113,6 +128,10 @@ class LearnerMetrics:
         self.policy_version.set(step.version)
         self.loss.set(step.loss)
         self.reward_mean.set(step.reward_mean)
+        for name, value in step.reward_terms.items():
+            self.reward_term.labels(name).set(value)
+        for name, count in step.reward_failures.items():
+            self.reward_failures.labels(name).inc(count)
         self.learning_rate.set(step.learning_rate)
         self.dropped.labels("stale").set(step.dropped_stale)
         self.dropped.labels("zero_variance").set(step.dropped_zero_variance)
@@ -121,6 +140,8 @@ class LearnerMetrics:
         self.grad_norm.set(step.grad_norm if math.isfinite(step.grad_norm) else float("nan"))
         self.kl.set(step.kl)
         self.entropy.set(step.entropy)
+        self.mismatch.labels("mean").set(step.mismatch_ratio_mean)
+        self.mismatch.labels("max").set(step.mismatch_ratio_max)
         self.step_seconds.observe(step.seconds)
         self._count_duplicates(step.duplicate_groups)
         for stream, level in step.queue.items():

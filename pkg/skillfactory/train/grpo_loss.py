@@ -141,6 +141,12 @@ class GRPOLossOutput:
     """Fraction of tokens held by the dual-clip bound (0 without `clip_c`)."""
     entropy: Tensor
     """Mean token entropy of the policy (when `entropy` is given; 0 without)."""
+    mismatch_ratio_mean: Tensor
+    """Mean of π_prox/π_sampler = exp(proximal − sampler logprobs), before truncation: the
+    engine/learner mismatch (at staleness 0 alone; policy lag too for staler tokens). Equal to the
+    importance weight's raw mean when `sampler_logprobs` is not given."""
+    mismatch_ratio_max: Tensor
+    """Largest such ratio of the batch."""
 
     def metrics(self) -> dict[str, float]:
         """Every field as a Python float (one device sync per field; call when logging)."""
@@ -154,6 +160,8 @@ class GRPOLossOutput:
             "truncated_fraction": float(self.truncated_fraction.item()),
             "dual_clip_fraction": float(self.dual_clip_fraction.item()),
             "entropy": float(self.entropy.item()),
+            "mismatch_ratio_mean": float(self.mismatch_ratio_mean.item()),
+            "mismatch_ratio_max": float(self.mismatch_ratio_max.item()),
         }
 
 
@@ -261,6 +269,7 @@ def grpo_policy_loss(
     num_tokens: float | None = None,
     num_sequences: int | None = None,
     entropy: Tensor | None = None,
+    sampler_logprobs: Tensor | None = None,
 ) -> GRPOLossOutput:
     """The decoupled-PPO GRPO loss of one batch of completions (see the module docstring).
 
@@ -269,7 +278,9 @@ def grpo_policy_loss(
     completion) or `[B, T]`. Passing the behaviour logprobs as proximal too skips the off-policy
     correction (plain PPO against the sampling policy, every w = 1). Computed in float32 (or
     float64 when `logprobs` is), whatever the inputs' dtype; only `logprobs` gets a gradient.
-    `entropy` (`[B, T]`, the policy's token entropies) is only averaged for the metrics.
+    `entropy` (`[B, T]`, the policy's token entropies) is only averaged for the metrics, and so
+    are the ratios to `sampler_logprobs` (`[B, T]`, the engine's logprobs when `behaviour_logprobs`
+    stand in for them, as the learner does for uncorrected staleness-0 tokens).
     """
     _check_shapes(
         logprobs,
@@ -322,6 +333,15 @@ def grpo_policy_loss(
         (ratio > 1.0 + config.clip_eps_high) & (advantages > 0)
     )
     truncated = raw_weight > config.importance_weight_cap
+    mismatch = raw_weight
+    if sampler_logprobs is not None:
+        mismatch = torch.exp(proximal - sampler_logprobs.detach().to(dtype))
+    real = mask > 0
+    mismatch_max = (
+        mismatch[real].max()
+        if bool(real.any())
+        else torch.ones((), dtype=dtype, device=mask.device)
+    )
     return GRPOLossOutput(
         loss=loss,
         policy_loss=policy_loss.detach(),
@@ -331,6 +351,8 @@ def grpo_policy_loss(
         importance_weight_mean=_masked_mean(weight, mask),
         truncated_fraction=_masked_mean(truncated.to(dtype), mask),
         dual_clip_fraction=_masked_mean(dual_clipped.to(dtype), mask),
+        mismatch_ratio_mean=_masked_mean(mismatch, mask),
+        mismatch_ratio_max=mismatch_max,
         entropy=(
             torch.zeros((), dtype=dtype, device=logprobs.device)
             if entropy is None

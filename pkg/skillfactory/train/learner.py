@@ -19,9 +19,12 @@ constant reward when `filter_zero_variance` is on). The update semantics are ver
    update they are the detached logprobs of the update's own forward pass (the PPO ratio is
    exactly 1); with several, a no-grad pass over every micro-batch keeps them before the first
    update (`keep_proximal_logprobs`);
-5. behaviour logprobs are the engine's. A completion sampled by the current version (staleness 0)
-   was sampled by the proximal policy itself, so its importance weight is exactly 1, which makes
-   `max_staleness: 0` synchronous on-policy GRPO; staler tokens get w = min(π_prox/π_behav, cap);
+5. behaviour logprobs are the engine's, and every logprob (engine, learner, reference) is at
+   the sampling temperature (logits / `grpo.temperature`). A completion sampled by the current
+   version (staleness 0) was sampled by the proximal policy itself, so its importance weight is
+   exactly 1, which makes `max_staleness: 0` synchronous on-policy GRPO, unless
+   `correct_engine_mismatch` weights it by min(π_learner/π_engine, cap) like the staler tokens
+   (w = min(π_prox/π_behav, cap)); the ratio's mean and max are in every step record;
 6. each update clips gradients to `max_grad_norm` and steps AdamW; after the rollout batch the
    version goes up by one (staleness is counted in rollout batches).
 
@@ -61,7 +64,7 @@ import torch
 from torch import Tensor
 
 from skillfactory.files import write_text_atomically
-from skillfactory.group import Group
+from skillfactory.group import Group, reward_term_failures, reward_term_means
 from skillfactory.runspec import AdvantageNorm, GRPOSpec
 from skillfactory.train.advantages import rollout_advantages
 from skillfactory.train.grpo_loss import GRPOLossConfig, grpo_policy_loss, kl_estimate
@@ -89,6 +92,8 @@ STATE_FILE = "learner.json"
 MODEL_DIR = "model"
 LATEST_FILE = "latest"
 CHECKPOINT_NAME = re.compile(r"step-\d{6,}")
+MAX_METRICS = frozenset({"mismatch_ratio_max"})
+"""Loss metrics reduced by their maximum over micro-batches, updates and ranks (not averaged)."""
 
 
 @dataclass
@@ -344,11 +349,17 @@ class GRPOLearner:
         grad_norms, learning_rates = [], []
         for _ in range(self.spec.epochs_per_batch):
             for update in updates:
-                sums.update(self.accumulate(update))
+                for name, value in self.accumulate(update).items():
+                    sums[name] = (
+                        max(sums.get(name, value), value)
+                        if name in MAX_METRICS
+                        else (sums[name] + value)
+                    )
                 grad_norm, learning_rate = self.optimizer_step()
                 grad_norms.append(grad_norm)
                 learning_rates.append(learning_rate)
-        totals = {k: v / len(grad_norms) for k, v in self._all_reduce(sums).items()}
+        reduced = self._all_reduce(sums)
+        totals = {k: v if k in MAX_METRICS else v / len(grad_norms) for k, v in reduced.items()}
         return self._finish_step(
             groups,
             totals,
@@ -379,6 +390,9 @@ class GRPOLearner:
                 (output.loss * weight * self.world_size).backward()
             share = batch.num_tokens / max(update.num_tokens, 1) * self.world_size * weight
             for name, value in output.metrics().items():
+                if name in MAX_METRICS:
+                    sums[name] = max(sums.get(name, value), value)
+                    continue
                 summed = name in ("loss", "policy_loss")  # already normalised by the update's
                 sums[name] += value * self.world_size * weight if summed else value * share
         return sums
@@ -420,6 +434,7 @@ class GRPOLearner:
             shared_prefix=not self.spec.gradient_checkpointing,
             chunk_tokens=self.spec.logprob_chunk_tokens,
             with_entropy=with_entropy,
+            temperature=self.spec.temperature,
         )
 
     def _loss(self, batch: RolloutBatch, num_tokens: int, num_sequences: int) -> Any:
@@ -430,8 +445,11 @@ class GRPOLearner:
             proximal = logprobs.detach()
         else:
             proximal = batch.proximal_logprobs.to(logprobs.dtype)
-        on_policy = (batch.staleness == 0).unsqueeze(1)
-        behaviour = torch.where(on_policy, proximal, batch.behaviour_logprobs.to(proximal.dtype))
+        sampler = batch.behaviour_logprobs.to(proximal.dtype)
+        behaviour = sampler
+        if not self.spec.correct_engine_mismatch:
+            on_policy = (batch.staleness == 0).unsqueeze(1)
+            behaviour = torch.where(on_policy, proximal, sampler)
         ref = None
         if self.ref_model is not None:
             with torch.no_grad(), self._mixed_precision():
@@ -447,15 +465,24 @@ class GRPOLearner:
             num_tokens=num_tokens,
             num_sequences=num_sequences,
             entropy=policy.entropy,
+            sampler_logprobs=sampler,
         )
 
     def _all_reduce(self, sums: Counter[str]) -> dict[str, float]:
-        """Sum per-rank metric sums over ranks and divide by the world size."""
-        names = sorted(sums)
+        """Sum per-rank metric sums over ranks and divide by the world size (`MAX_METRICS`: their
+        maximum over ranks)."""
+        names = sorted(n for n in sums if n not in MAX_METRICS)
+        highest = sorted(n for n in sums if n in MAX_METRICS)
         values = torch.tensor([sums[n] for n in names], dtype=torch.float64)
+        maxima = torch.tensor([sums[n] for n in highest], dtype=torch.float64)
         if self.world_size > 1:
             torch.distributed.all_reduce(values)
-        return {n: float(v) / self.world_size for n, v in zip(names, values.tolist(), strict=True)}
+            torch.distributed.all_reduce(maxima, op=torch.distributed.ReduceOp.MAX)
+        result = {
+            n: float(v) / self.world_size for n, v in zip(names, values.tolist(), strict=True)
+        }
+        result.update(zip(highest, maxima.tolist(), strict=True))
+        return result
 
     def _finish_step(
         self,
@@ -487,9 +514,13 @@ class GRPOLearner:
             truncated_fraction=totals.get("truncated_fraction", 0.0),
             dual_clip_fraction=totals.get("dual_clip_fraction", 0.0),
             entropy=totals.get("entropy", 0.0),
+            mismatch_ratio_mean=totals.get("mismatch_ratio_mean", 1.0),
+            mismatch_ratio_max=totals.get("mismatch_ratio_max", 1.0),
             grad_norm=grad_norm if math.isfinite(grad_norm) else float("nan"),
             learning_rate=learning_rate,
             reward_mean=sum(sum(g.rewards) for g in groups) / max(samples, 1),
+            reward_terms=reward_term_means(groups),
+            reward_failures=reward_term_failures(groups),
             groups=len(groups),
             samples=samples,
             tokens=tokens,

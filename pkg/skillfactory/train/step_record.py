@@ -54,11 +54,21 @@ class StepRecord:
     """Groups dropped so far because their prompt was already trained on or waiting."""
     queue: dict[str, QueueLevel] = field(default_factory=dict)
     """Levels of the GRPO streams after the step (by stream name)."""
+    reward_terms: dict[str, float] = field(default_factory=dict)
+    """Mean of each reward term (`grpo.rewards`, unweighted) over the step's completions."""
+    reward_failures: dict[str, int] = field(default_factory=dict)
+    """Completions of the step whose term raised, timed out or was not allowed (scored 0)."""
     entropy: float = 0.0
     """Mean token entropy of the policy over the step's completion tokens (TRL `entropy`, verl
     `actor/entropy`)."""
     dual_clip_fraction: float = 0.0
     """Fraction of tokens held by the dual-clip bound `grpo.clip_c` (0 without it)."""
+    mismatch_ratio_mean: float = 1.0
+    """Mean over the step's tokens of π_learner/π_engine = exp(proximal − engine logprobs),
+    before truncation: at staleness 0 the engine/learner mismatch of the same weights, for staler
+    tokens the policy lag too (TRL `sampling/importance_sampling_ratio/mean`)."""
+    mismatch_ratio_max: float = 1.0
+    """Largest such ratio of the step (TRL `sampling/importance_sampling_ratio/max`)."""
 
     def to_json(self) -> dict[str, Any]:
         """The `steps.jsonl` form."""

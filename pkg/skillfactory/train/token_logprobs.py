@@ -181,6 +181,23 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
         return (grad_hidden, None, None, None, None, None, *per_param)
 
 
+class TemperatureHead(torch.nn.Module):
+    """`head(hidden) / temperature`: the logits of the sampling distribution (TRL and verl divide
+    the logits by the rollout temperature before the log-softmax). Divides in place when autograd
+    is off (the chunked forward), so no second logits buffer exists."""
+
+    def __init__(self, head: torch.nn.Module, temperature: float) -> None:
+        super().__init__()
+        if temperature <= 0.0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.head = head
+        self.inverse = 1.0 / temperature
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        logits: Tensor = self.head(hidden)
+        return logits * self.inverse if torch.is_grad_enabled() else logits.mul_(self.inverse)
+
+
 def token_logprobs(
     hidden: Tensor,
     head: torch.nn.Module,
@@ -188,12 +205,16 @@ def token_logprobs(
     *,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     with_entropy: bool = False,
+    temperature: float = 1.0,
 ) -> TokenLogprobs:
-    """log softmax(head(hidden))[token] for `[..., H]` hidden states and `[...]` token ids, with
-    at most `chunk_tokens` rows of logits at a time in forward and backward (module docstring).
+    """log softmax(head(hidden) / temperature)[token] for `[..., H]` hidden states and `[...]`
+    token ids, with at most `chunk_tokens` rows of logits at a time in forward and backward
+    (module docstring); the entropy is that of the same temperature-scaled distribution.
 
     Gradients reach `hidden` and the head's trainable parameters; the autocast state at the call
     is the one the head runs under, in backward too."""
+    if temperature != 1.0:
+        head = TemperatureHead(head, temperature)
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
     if hidden.shape[:-1] != token_ids.shape:
@@ -312,9 +333,11 @@ def chunked_completion_logprobs(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     with_entropy: bool = False,
     skip_padding: bool = True,
+    temperature: float = 1.0,
 ) -> TokenLogprobs:
-    """`[B, C]` logprobs (and entropies) of the completion tokens under `model` (raw logits,
-    temperature 1, as the engines report them), `chunk_tokens` tokens of logits at a time; the
+    """`[B, C]` logprobs (and entropies) of the completion tokens under `model` at the sampling
+    `temperature` (logits / T, as the engines report them), `chunk_tokens` tokens of logits at a
+    time; the
     prompt runs once per group when the groups allow it and `shared_prefix` is on (the choice
     `rollout_batch.completion_logprobs` makes). With `skip_padding` only real completion tokens
     go through the head and padded positions are 0; without, every position is computed (the old
@@ -328,6 +351,7 @@ def chunked_completion_logprobs(
         chunk_tokens=chunk_tokens,
         with_entropy=with_entropy,
         skip_padding=skip_padding,
+        temperature=temperature,
     )
 
 
@@ -360,6 +384,7 @@ def completion_token_logprobs(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     with_entropy: bool = False,
     skip_padding: bool = True,
+    temperature: float = 1.0,
 ) -> TokenLogprobs:
     """`token_logprobs` of `batch`'s completion tokens from their `[B, C, H]` hidden states
     (`completion_hidden_states`), on real tokens only when `skip_padding` (0 elsewhere)."""
@@ -370,6 +395,7 @@ def completion_token_logprobs(
             batch.completion_ids,
             chunk_tokens=chunk_tokens,
             with_entropy=with_entropy,
+            temperature=temperature,
         )
     mask = batch.completion_mask.bool()
     picked = token_logprobs(
@@ -378,6 +404,7 @@ def completion_token_logprobs(
         batch.completion_ids[mask],
         chunk_tokens=chunk_tokens,
         with_entropy=with_entropy,
+        temperature=temperature,
     )
     return TokenLogprobs(
         logprobs=_scatter(picked.logprobs, mask),

@@ -259,6 +259,8 @@ def test_gradients_flow_only_through_logprobs() -> None:
         "truncated_fraction",
         "dual_clip_fraction",
         "entropy",
+        "mismatch_ratio_mean",
+        "mismatch_ratio_max",
     }
 
 

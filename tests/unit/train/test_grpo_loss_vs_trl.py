@@ -248,3 +248,57 @@ def test_sequence_level_ratio_matches_trl_gspo(
     assert out.loss.item() == pytest.approx(trl_loss_value.item(), rel=1e-5, abs=1e-7)
     for name, grad in trl_grads.items():
         torch.testing.assert_close(our_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("trl_loss", "our_loss"),
+    [("dapo", "token-mean"), ("grpo", "sequence-mean"), ("dr_grpo", "dr-grpo")],
+)
+def test_engine_mismatch_correction_matches_trl_token_truncate(
+    trainer: Any, trl_loss: str, our_loss: LossType
+) -> None:
+    """TRL's vLLM importance-sampling correction (`token_truncate`, clip_max 2) against our
+    truncated weight min(π_prox/π_behav, cap 2) with the engine's logprobs as behaviour: sampler
+    logprobs shifted by ±0.4 alternately, so some ratios e^0.4 = 1.49 stay and e^0.8 are cut."""
+    model = trainer.model
+    prompt_ids, completion_ids = batch(model.config.vocab_size)
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        current = our_logprobs(model, prompt_ids, completion_ids)
+    shifts = torch.tensor([0.4, -0.4, 0.8, -0.8]).unsqueeze(1).expand(BATCH, COMPLETION_LENGTH)
+    sampler = current - shifts
+    ratio = torch.exp(current - sampler).clamp(max=2.0)
+
+    trainer.loss_type, trainer.beta = trl_loss, 0.0
+    inputs: dict[str, Tensor] = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": COMPLETION_MASK,
+        "advantages": ADVANTAGES,
+        "num_items_in_batch": COMPLETION_MASK.sum(),
+        "importance_sampling_ratio": ratio,
+    }
+    saved = (trainer.use_vllm, trainer.vllm_importance_sampling_correction)
+    trainer.use_vllm, trainer.vllm_importance_sampling_correction = True, True
+    try:
+        trl_loss_value = trainer._compute_loss(model, inputs)
+    finally:
+        trainer.use_vllm, trainer.vllm_importance_sampling_correction = saved
+    trl_loss_value.backward()
+    trl_grads = gradients(model)
+
+    config = GRPOLossConfig(
+        loss_type=our_loss, max_completion_length=COMPLETION_LENGTH, importance_weight_cap=2.0
+    )
+    logprobs = our_logprobs(model, prompt_ids, completion_ids)
+    out = grpo_policy_loss(
+        logprobs, logprobs.detach(), sampler, ADVANTAGES, COMPLETION_MASK, config
+    )
+    out.loss.backward()
+    our_grads = gradients(model)
+
+    assert out.truncated_fraction.item() > 0.0
+    assert out.loss.item() == pytest.approx(trl_loss_value.item(), rel=1e-5, abs=1e-7)
+    for name, grad in trl_grads.items():
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
