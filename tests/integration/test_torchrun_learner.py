@@ -101,3 +101,21 @@ def test_two_processes_with_uneven_micro_batches_and_several_updates_train_like_
     for ours, theirs in zip(metrics["steps"], single_metrics["steps"], strict=True):  # type: ignore[call-overload]
         assert ours["updates"] == theirs["updates"] == 2
         assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
+
+
+def test_lora_under_two_fsdp_processes_trains_and_resumes_like_one(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """LoRA adapters on a sharded model: the merged weights of two processes are one process's,
+    and the adapter checkpoint they write resumes in one process."""
+    spec = {"lora": {"rank": 4, "alpha": 8.0}}
+    run_worker([str(tiny_model_dir), str(tmp_path / "one")], 1, spec)
+    run_worker([str(tiny_model_dir), str(tmp_path / "two")], 2, spec)
+    weights, _ = outputs(tmp_path / "two")
+    single_weights, _ = outputs(tmp_path / "one")
+    assert_same_weights(weights, single_weights)
+    checkpoint = tmp_path / "two" / "checkpoints" / "step-000001"
+    assert (checkpoint / "adapter" / "adapter_config.json").exists()
+    (tmp_path / "resumed").mkdir()
+    run_worker([str(tiny_model_dir), str(tmp_path / "resumed"), str(checkpoint)], 1, spec)
+    assert_same_weights(outputs(tmp_path / "resumed")[0], single_weights)

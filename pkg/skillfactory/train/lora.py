@@ -55,14 +55,19 @@ def lora_config(spec: LoraSpec) -> Any:
 
 
 class LoraAdapters:
-    """LoRA adapters injected into `model` in place; every other weight frozen."""
+    """LoRA adapters injected into `model` in place; every other weight frozen. The adapters
+    start from `seed` whatever the global RNG holds (PEFT's init: A random, B zero), so every
+    rank of a sharded learner, and a single process, start from the same ones."""
 
-    def __init__(self, model: torch.nn.Module, spec: LoraSpec) -> None:
+    def __init__(self, model: torch.nn.Module, spec: LoraSpec, seed: int = 0) -> None:
         # deferred: heavy or optional (peft)
         from peft import get_peft_model
         from peft.tuners.lora import LoraLayer
 
-        self.peft_model: Any = get_peft_model(model, lora_config(spec))
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            self.peft_model: Any = get_peft_model(model, lora_config(spec))
         self.model = model
         self.layers: dict[str, tuple[float, bool]] = {
             name: (float(module.scaling[ADAPTER]), bool(getattr(module, "fan_in_fan_out", False)))
@@ -79,7 +84,10 @@ class LoraAdapters:
 
     def merge(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """The base model's weights with every adapter merged in, from a full state dict of the
-        wrapped model (new tensors for the adapted layers; the others are `state`'s own)."""
+        wrapped model (new tensors for the adapted layers; the others are `state`'s own). An
+        empty state (what ranks other than 0 gather under FSDP2) stays empty."""
+        if not state:
+            return {}
         merged: dict[str, Tensor] = {}
         for key, value in state.items():
             if ".lora_" in key:
