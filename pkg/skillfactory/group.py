@@ -7,6 +7,7 @@ Pure Python (no torch). `skillfactory.wire.messages` converts it to and from
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,33 @@ class Group:
         """Mean reward of the group."""
         return sum(self.rewards) / len(self.rewards) if self.rewards else 0.0
 
+    def term_values(self) -> dict[str, list[float]]:
+        """Each reward term's values over the completions that carry terms."""
+        values: dict[str, list[float]] = {}
+        for terms in self.reward_terms:
+            for name, value in terms.items():
+                values.setdefault(name, []).append(value)
+        return values
+
     def rewards_vary(self) -> bool:
         """Whether the rewards differ at all (a constant group has zero advantage everywhere)."""
         return len(set(self.rewards)) > 1
+
+
+def reward_term_means(groups: Sequence[Group]) -> dict[str, float]:
+    """Mean of each reward term over the groups' completions that carry it (by name, sorted)."""
+    sums: dict[str, list[float]] = {}
+    for group in groups:
+        for name, values in group.term_values().items():
+            sums.setdefault(name, []).extend(values)
+    return {name: sum(v) / len(v) for name, v in sorted(sums.items())}
+
+
+def reward_term_failures(groups: Sequence[Group]) -> dict[str, int]:
+    """How many completions of the groups had each term fail (raised, timed out, not allowed)."""
+    counts: dict[str, int] = {}
+    for group in groups:
+        for failed in group.failed_terms:
+            for name in failed:
+                counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))

@@ -17,7 +17,7 @@ from rich.table import Table
 from skillfactory.cli.data import load_spec_or_exit
 from skillfactory.cli.validate import EXIT_INVALID
 from skillfactory.eval.harness import eval_dir, evaluate
-from skillfactory.tasks import UnknownTaskError, get_task
+from skillfactory.tasks import UnknownTaskError, get_task, use_datasets
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -123,6 +123,7 @@ def run_eval(
     run_spec = load_spec_or_exit(spec, output_dir)
     models = parse_models(model or [], run_spec.model)
     tasks = list(task) if task else list(run_spec.eval.tasks)
+    use_datasets(run_spec.datasets)
     check_tasks(tasks)
 
     errors = Console(stderr=True)

@@ -105,6 +105,14 @@ def serve_learner(
         list[Path] | None,
         typer.Option(help="A folder SFT datasets may be read from besides the data root (repeat)."),
     ] = None,
+    allow_reward_plugins: Annotated[
+        bool,
+        typer.Option(
+            "--allow-reward-plugins",
+            help="Admit run specs whose grpo.rewards name plugins (package.module:function): "
+            "code execution, for trusted submitters only. Refused without it.",
+        ),
+    ] = False,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Run limit: most GRPO steps (grpo.steps).")
     ] = None,
@@ -184,6 +192,7 @@ def serve_learner(
             data_root or Path.cwd(),
             model_roots=tuple(model_root or ()) + (cache_root(),),
             dataset_roots=tuple(dataset_root or ()),
+            allow_reward_plugins=allow_reward_plugins,
         )
         limits = RunLimits(
             max_steps=max_steps,

@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from skillfactory.compose.pair import Sample, reflection_from_text
 from skillfactory.compose.trace import Trace
-from skillfactory.tasks import get_task
-from skillfactory.tasks.base import Problem, ProblemFieldError, Task, grade
+from skillfactory.tasks import task_of
+from skillfactory.tasks.base import Problem, ProblemFieldError, grade
 
 SampleGrader = Callable[[Problem, str], bool]
 """Grades a sample's text against its problem (used when a sample has no `correct` field)."""
@@ -49,14 +48,9 @@ class ProblemSamples:
     samples: tuple[Sample, ...]
 
 
-@cache
-def _task(name: str) -> Task:
-    return get_task(name)
-
-
 def grade_with_task(problem: Problem, text: str) -> bool:
     """The default `SampleGrader`: the problem's own task grades the text's last `<answer>`."""
-    return grade(_task(problem.task), problem, text).correct
+    return grade(task_of(problem), problem, text).correct
 
 
 def _require(record: dict[str, Any], key: str, kind: type, line: int, where: str = "") -> Any:

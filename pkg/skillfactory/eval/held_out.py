@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from skillfactory.runspec import RunSpec
 from skillfactory.seeds import data_stage_seed
-from skillfactory.tasks import Problem, Task, get_task
+from skillfactory.tasks import Problem, Task, get_task, use_datasets
 
 TEST_SPLIT = "test"
 MAX_DOUBLINGS = 8
@@ -40,6 +40,7 @@ def training_questions(spec: RunSpec, task_name: str) -> frozenset[str]:
 
 def held_out_problems(spec: RunSpec, task_name: str, n: int) -> list[Problem]:
     """Up to `n` distinct test problems of a task (fewer only when the split runs out)."""
+    use_datasets(spec.datasets)
     task = get_task(task_name)
     split = eval_split(task)
     seen = set(training_questions(spec, task_name))

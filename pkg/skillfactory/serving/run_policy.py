@@ -12,7 +12,11 @@ each field that breaks the policy (answered INVALID_ARGUMENT at submit time):
   finished stages is the explicit `reuse_from` field, a run folder inside the data root;
 - `model`: a hub id or a registered short name, or a folder inside a model root or the data root;
 - `sft.dataset`: a Hub dataset id (`hf:<org>/<name>[:<split>]`, kept as it is, like a hub model
-  id), or a file inside a dataset root or the data root.
+  id), or a file inside a dataset root or the data root;
+- `datasets[i].path` / `test_path` (tasks of one's own data): files inside a dataset root or the
+  data root, like `sft.dataset` (a `hub` id is kept as it is);
+- `grpo.rewards`: a plugin (`package.module:function`) is code execution, refused unless the
+  service was started with `--allow-reward-plugins` (`allow_reward_plugins`).
 Whether a path exists is not checked here, so submitting reveals nothing about the filesystem
 beyond the roots; reads happen when the run does (SFT reads only regular files, within a size cap:
 `skillfactory.train.sft.read_chat_dataset`).
@@ -31,6 +35,7 @@ from skillfactory.runspec import (
     RunSpec,
     SpecProblem,
     hub_dataset,
+    is_plugin_reward,
 )
 
 
@@ -44,6 +49,8 @@ class RunPolicy:
     """Read-only folders models may be loaded from (besides the data root)."""
     dataset_roots: tuple[Path, ...] = ()
     """Read-only folders SFT datasets may be read from (besides the data root)."""
+    allow_reward_plugins: bool = False
+    """Admit specs whose `grpo.rewards` name import-path plugins (code the service runs)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_root", self.data_root.resolve())
@@ -87,6 +94,33 @@ def admit(spec: RunSpec, policy: RunPolicy, run_id: str) -> RunSpec:
                 message="must lie inside the learner's dataset roots",
             )
         )
+    datasets = []
+    for index, dataset in enumerate(spec.datasets):
+        update = {}
+        for field in ("path", "test_path"):
+            value = getattr(dataset, field)
+            if value is None:
+                continue
+            if not within(policy.data_root / value, data + policy.dataset_roots):
+                problems.append(
+                    SpecProblem(
+                        path=f"datasets.{index}.{field}",
+                        value=value,
+                        message="must lie inside the learner's dataset roots",
+                    )
+                )
+            update[field] = str(policy.data_root / value)
+        datasets.append(dataset.model_copy(update=update))
+    for index, reward in enumerate(spec.grpo.rewards):
+        if is_plugin_reward(reward.name) and not policy.allow_reward_plugins:
+            problems.append(
+                SpecProblem(
+                    path=f"grpo.rewards.{index}.name",
+                    value=reward.name,
+                    message="reward plugins run code: this learner was not started with "
+                    "--allow-reward-plugins",
+                )
+            )
     if spec.reuse_from is not None and not within(policy.data_root / spec.reuse_from, data):
         problems.append(
             SpecProblem(
@@ -104,6 +138,7 @@ def admit(spec: RunSpec, policy: RunPolicy, run_id: str) -> RunSpec:
             "model": spec.model
             if is_model_name(spec.model)
             else str(policy.data_root / spec.model),
+            "datasets": datasets,
             "reuse_from": None
             if spec.reuse_from is None
             else str(Path(os.path.realpath(policy.data_root / spec.reuse_from))),

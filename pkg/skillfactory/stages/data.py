@@ -51,7 +51,7 @@ from skillfactory.prompts import (
 from skillfactory.run_folder import run_dir
 from skillfactory.runspec import DataSpec, RunSpec
 from skillfactory.seeds import data_stage_seed, derived_seed
-from skillfactory.tasks import Problem, Task, get_task, grade
+from skillfactory.tasks import Problem, Task, get_task, grade, use_datasets
 
 SAMPLES_FILE = "samples.jsonl"
 SFT_FILE = "sft.jsonl"
@@ -162,6 +162,7 @@ class Stage1:
         self.spec = spec
         self.engine = engine
         self.compose: ComposeFunction = compose or compose_in_process
+        use_datasets(spec.datasets)
         self.task: Task = get_task(spec.data.task)
         self.seed = data_stage_seed(spec)
         self.out = data_dir(spec)

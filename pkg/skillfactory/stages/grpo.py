@@ -54,7 +54,8 @@ from skillfactory.run_folder import run_dir
 from skillfactory.runspec import RunSpec
 from skillfactory.seeds import derived_seed
 from skillfactory.stages.rollouts import Cluster, EmbeddedRollouts, RemoteRollouts, Rollouts
-from skillfactory.tasks import Problem, get_task
+from skillfactory.tasks import Problem, get_task, use_datasets
+from skillfactory.tasks.rewards import with_terms
 from skillfactory.tracking import (
     COMPLETION_COLUMNS,
     NullTracker,
@@ -303,8 +304,9 @@ class GRPOStage:
         self._queue = queue
         self.out = out or grpo_dir(spec)
         self.seed = derived_seed(spec.seed, "grpo")
+        use_datasets(spec.datasets)
         self.task = get_task(grpo_task_name(spec))
-        self.score = score or local_scorer()
+        self.score = score or local_scorer(allow_plugins=True)  # the embedded run's own code
         self.tokenizer: Any = None
 
     @property
@@ -357,7 +359,9 @@ class GRPOStage:
         """The problems of the prompt stream: the task's, minus those whose prompt is too long."""
         fits = prompt_fits(self.tokenizer, self.spec.grpo.max_prompt_length)
         problems = self.task.problems(self.spec.grpo.num_problems, seed=self.seed)
-        kept = [problem for problem in problems if fits(problem)]
+        terms = [(term.name, term.weight) for term in self.spec.grpo.rewards]
+        budget = self.spec.grpo.max_response_length
+        kept = [with_terms(problem, terms, budget) for problem in problems if fits(problem)]
         if not kept:
             raise NoPromptFits(
                 f"every {self.task.name} prompt is longer than grpo.max_prompt_length "

@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from skillfactory.files import write_text_atomically
-from skillfactory.group import Group
+from skillfactory.group import Group, reward_term_failures, reward_term_means
 from skillfactory.runspec import AdvantageNorm, GRPOSpec
 from skillfactory.train.advantages import rollout_advantages
 from skillfactory.train.grpo_loss import GRPOLossConfig, grpo_policy_loss, kl_estimate
@@ -519,6 +519,8 @@ class GRPOLearner:
             grad_norm=grad_norm if math.isfinite(grad_norm) else float("nan"),
             learning_rate=learning_rate,
             reward_mean=sum(sum(g.rewards) for g in groups) / max(samples, 1),
+            reward_terms=reward_term_means(groups),
+            reward_failures=reward_term_failures(groups),
             groups=len(groups),
             samples=samples,
             tokens=tokens,
