@@ -330,6 +330,13 @@ def training_table(run: Run) -> Table | None:
             ["GRPO reward mean · first step", fmt(first.get("reward_mean"))],
             ["GRPO reward mean · last step", fmt(last.get("reward_mean"))],
         ]
+        terms = last.get("reward_terms")
+        if isinstance(terms, dict) and set(terms) != {"correctness"}:  # grpo.rewards
+            failures = last.get("reward_failures") or {}
+            for name, value in terms.items():
+                failed = sum(int(s.get("reward_failures", {}).get(name, 0)) for s in run.grpo_steps)
+                note = f" ({failed} failed)" if failed or name in failures else ""
+                rows.append([f"GRPO reward term {name} · last step", fmt(value) + note])
     if run.grpo_summary is not None:
         for key in ("groups_trained", "samples_trained", "dropped_stale", "dropped_zero_variance"):
             if key in run.grpo_summary:
