@@ -245,8 +245,8 @@ class TaskDatasetSpec(Spec):
     grader: Grader = "exact"
     """How answers are graded (see `Grader`)."""
     template: str = DEFAULT_TEMPLATE
-    """Prompt of a problem: `{column}` is replaced by that column of the row ({choices} by the
-    lettered options), `{{`/`}}` are braces."""
+    """Prompt of a problem: `{column}` is replaced by that column of the row (`{question}` is
+    also the question column, `{choices}` the lettered options), `{{`/`}}` are braces."""
 
     @model_validator(mode="after")
     def _one_source(self) -> TaskDatasetSpec:

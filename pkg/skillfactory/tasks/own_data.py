@@ -141,6 +141,7 @@ class OwnDatasetTask:
                 )
         data: dict[str, Any] = {GRADER_KEY: spec.grader}
         values = {key: _text(value) for key, value in row.items()}
+        values.setdefault("question", values[spec.question])  # the default template's column
         if spec.choices is not None:
             options = row[spec.choices]
             if not isinstance(options, list) or not 1 <= len(options) <= len(LETTERS):
