@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from skillfactory.engines.base import Completion
+from skillfactory.group import reward_term_failures, reward_term_means
+from skillfactory.rollout.sampler import make_group
+from skillfactory.rollout.scoring import local_scorer
 from skillfactory.runspec import InvalidRunSpec, parse_run_spec
 from skillfactory.serving.reward import RewardMetrics, score
 from skillfactory.serving.run_policy import RunPolicy, admit
@@ -24,7 +28,7 @@ from skillfactory.tasks.rewards import (
     with_terms,
 )
 from skillfactory.v1 import reward_pb2
-from skillfactory.wire.messages import problem_to_proto
+from skillfactory.wire.messages import group_from_proto, group_to_proto, problem_to_proto
 
 PLUGINS = "integration.own_rewards"
 PROBLEM = Problem("p1", "gsm8k", "What is 2 + 3?", "5")
@@ -146,3 +150,19 @@ def test_the_learner_api_refuses_plugins_unless_allowed(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidRunSpec, match=r"datasets\.0\.path: must lie inside"):
         admit(outside, RunPolicy(tmp_path, allow_reward_plugins=True), "r1")
+
+
+def test_terms_travel_from_the_scorer_through_the_group_to_the_step_record() -> None:
+    problem = terms(("correctness", 1.0), ("format", 0.5), ("nowhere:plugin", 1.0))
+    completions = [
+        Completion(text, [1, 2, 3], [-0.1] * 3, "stop", 0, [7])
+        for text in ("<answer>5</answer>", "<answer>6")
+    ]
+    (values,) = local_scorer()([(problem, completions)])
+    group = group_from_proto(
+        group_to_proto(make_group(0, problem, completions, values, sampler_id="s"))
+    )
+    assert group.rewards == [1.5, 0.0]
+    assert group.reward_terms[0] == {"correctness": 1.0, "format": 1.0, "nowhere:plugin": 0.0}
+    assert reward_term_means([group]) == {"correctness": 0.5, "format": 0.5, "nowhere:plugin": 0.0}
+    assert reward_term_failures([group]) == {"nowhere:plugin": 2}
