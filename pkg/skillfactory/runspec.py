@@ -500,6 +500,21 @@ class GRPOSpec(Spec):
     """Longest prompt in tokens; longer prompts are skipped."""
     max_response_length: int = Field(default=4096, ge=1)
     """Most tokens per completion."""
+    mask_truncated_completions: bool = False
+    """Give no loss to completions the engine cut at `max_response_length` (finish reason
+    `length`): their tokens leave the loss and its normalisers, so the gradient is that of the
+    batch without them; they still count in their group's advantage baseline, as in TRL, which
+    masks the loss only. TRL `mask_truncated_completions`; verl: none built in (DAPO's overlong
+    filtering)."""
+    overlong_buffer_length: int = Field(default=0, ge=0)
+    """DAPO's soft overlong punishment; 0 turns it off. With L = `max_response_length` and this
+    buffer B, a completion of |y| tokens gets the added reward 0 up to L − B tokens,
+    (L − B − |y|) / B · `overlong_penalty_factor` within the buffer, and −factor beyond L; the
+    learner adds it before the advantages (`skillfactory.train.overlong`). verl
+    `reward_model.overlong_buffer.enable` / `len` (TRL: none)."""
+    overlong_penalty_factor: float = Field(default=1.0, ge=0.0)
+    """Largest overlong penalty (reached at `max_response_length` tokens). verl
+    `reward_model.overlong_buffer.penalty_factor`."""
     temperature: float = Field(default=1.0, gt=0.0)
     """Rollout temperature. Engine and learner logprobs are both at this temperature:
     log softmax(logits / T) over the whole vocabulary, before top-p truncation (TRL and verl
@@ -529,6 +544,11 @@ class GRPOSpec(Spec):
             raise ValueError(
                 f"mini_batch_size ({self.mini_batch_size}) must divide prompts_per_step "
                 f"({self.prompts_per_step}): a rollout batch is a whole number of updates"
+            )
+        if self.overlong_buffer_length > self.max_response_length:
+            raise ValueError(
+                f"overlong_buffer_length ({self.overlong_buffer_length}) must not exceed "
+                f"max_response_length ({self.max_response_length})"
             )
         return self
 

@@ -195,7 +195,7 @@ class SFTSpec(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., warmup_ratio: _Optional[float] = ..., num_epochs: _Optional[float] = ..., max_length: _Optional[int] = ..., per_device_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., save_steps: _Optional[int] = ..., precision: _Optional[str] = ..., adam_beta2: _Optional[float] = ..., weight_decay: _Optional[float] = ..., gradient_checkpointing: _Optional[bool] = ..., max_examples: _Optional[int] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ...) -> None: ...
 
 class GRPOSpec(_message.Message):
-    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision", "kl_estimator", "kl_in_reward", "importance_level", "clip_c", "advantage_norm", "leave_one_out", "correct_engine_mismatch", "lora", "eval_every", "eval_problems", "rewards")
+    __slots__ = ("task", "num_problems", "steps", "group_size", "prompts_per_step", "mini_batch_size", "learning_rate", "warmup_steps", "loss", "clip_eps_low", "clip_eps_high", "kl_beta", "filter_zero_variance", "max_staleness", "importance_weight_cap", "max_prompt_length", "max_response_length", "temperature", "top_p", "save_steps", "max_grad_norm", "epochs_per_batch", "max_tokens_per_micro_batch", "logprob_chunk_tokens", "gradient_checkpointing", "precision", "kl_estimator", "kl_in_reward", "importance_level", "clip_c", "advantage_norm", "leave_one_out", "correct_engine_mismatch", "lora", "eval_every", "eval_problems", "rewards", "mask_truncated_completions", "overlong_buffer_length", "overlong_penalty_factor")
     TASK_FIELD_NUMBER: _ClassVar[int]
     NUM_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +233,9 @@ class GRPOSpec(_message.Message):
     EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
     EVAL_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
+    MASK_TRUNCATED_COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    OVERLONG_BUFFER_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    OVERLONG_PENALTY_FACTOR_FIELD_NUMBER: _ClassVar[int]
     task: str
     num_problems: int
     steps: int
@@ -270,7 +273,10 @@ class GRPOSpec(_message.Message):
     eval_every: int
     eval_problems: int
     rewards: _containers.RepeatedCompositeFieldContainer[RewardSpec]
-    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., epochs_per_batch: _Optional[int] = ..., max_tokens_per_micro_batch: _Optional[int] = ..., logprob_chunk_tokens: _Optional[int] = ..., gradient_checkpointing: _Optional[bool] = ..., precision: _Optional[str] = ..., kl_estimator: _Optional[str] = ..., kl_in_reward: _Optional[bool] = ..., importance_level: _Optional[str] = ..., clip_c: _Optional[float] = ..., advantage_norm: _Optional[str] = ..., leave_one_out: _Optional[bool] = ..., correct_engine_mismatch: _Optional[bool] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., eval_every: _Optional[int] = ..., eval_problems: _Optional[int] = ..., rewards: _Optional[_Iterable[_Union[RewardSpec, _Mapping]]] = ...) -> None: ...
+    mask_truncated_completions: bool
+    overlong_buffer_length: int
+    overlong_penalty_factor: float
+    def __init__(self, task: _Optional[str] = ..., num_problems: _Optional[int] = ..., steps: _Optional[int] = ..., group_size: _Optional[int] = ..., prompts_per_step: _Optional[int] = ..., mini_batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., loss: _Optional[str] = ..., clip_eps_low: _Optional[float] = ..., clip_eps_high: _Optional[float] = ..., kl_beta: _Optional[float] = ..., filter_zero_variance: _Optional[bool] = ..., max_staleness: _Optional[int] = ..., importance_weight_cap: _Optional[float] = ..., max_prompt_length: _Optional[int] = ..., max_response_length: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., save_steps: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., epochs_per_batch: _Optional[int] = ..., max_tokens_per_micro_batch: _Optional[int] = ..., logprob_chunk_tokens: _Optional[int] = ..., gradient_checkpointing: _Optional[bool] = ..., precision: _Optional[str] = ..., kl_estimator: _Optional[str] = ..., kl_in_reward: _Optional[bool] = ..., importance_level: _Optional[str] = ..., clip_c: _Optional[float] = ..., advantage_norm: _Optional[str] = ..., leave_one_out: _Optional[bool] = ..., correct_engine_mismatch: _Optional[bool] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., eval_every: _Optional[int] = ..., eval_problems: _Optional[int] = ..., rewards: _Optional[_Iterable[_Union[RewardSpec, _Mapping]]] = ..., mask_truncated_completions: _Optional[bool] = ..., overlong_buffer_length: _Optional[int] = ..., overlong_penalty_factor: _Optional[float] = ...) -> None: ...
 
 class BudgetForcingSpec(_message.Message):
     __slots__ = ("enabled", "first_budget", "total_budget")
