@@ -8,7 +8,8 @@ Series: `skillfactory_learner_runs{state}`, `skillfactory_learner_current_stage{
 `skillfactory_learner_samples_trained_total`, `skillfactory_learner_weight_sync_seconds`,
 `skillfactory_learner_staleness` (completions per staleness, histogram),
 `skillfactory_learner_grad_norm`, `skillfactory_learner_kl`, `skillfactory_learner_step_seconds`,
-`skillfactory_learner_duplicate_groups_total`, and the GRPO streams' `skillfactory_queue_depth`
+`skillfactory_learner_duplicate_groups_total`, `skillfactory_learner_truncated_completion_fraction`,
+`skillfactory_learner_overlong_penalty_mean`, and the GRPO streams' `skillfactory_queue_depth`
 and `skillfactory_queue_pending` (label `stream`: groups, prompts).
 """
 
@@ -83,6 +84,14 @@ class LearnerMetrics:
             "Learner/engine probability ratio of the last GRPO step's tokens, by statistic.",
             ("stat",),
         )
+        self.truncated = gauge(
+            "truncated_completion_fraction",
+            "Share of the last GRPO step's completions cut at their token budget.",
+        )
+        self.overlong_penalty = gauge(
+            "overlong_penalty_mean",
+            "Mean soft overlong penalty added to the last GRPO step's rewards (0 or below).",
+        )
         self.step_seconds = Histogram(
             "skillfactory_learner_step_seconds",
             "Wall time of one GRPO optimizer step, in seconds.",
@@ -142,6 +151,8 @@ class LearnerMetrics:
         self.entropy.set(step.entropy)
         self.mismatch.labels("mean").set(step.mismatch_ratio_mean)
         self.mismatch.labels("max").set(step.mismatch_ratio_max)
+        self.truncated.set(step.truncated_completion_fraction)
+        self.overlong_penalty.set(step.overlong_penalty_mean)
         self.step_seconds.observe(step.seconds)
         self._count_duplicates(step.duplicate_groups)
         for stream, level in step.queue.items():

@@ -8,7 +8,12 @@ constant reward when `filter_zero_variance` is on). The update semantics are ver
 1. advantages are the rewards centred per group (on the others' mean with `leave_one_out`)
    and scaled by `advantage_norm` (group std, batch std, or none: Dr.GRPO's default); with
    `kl_in_reward` each reward first loses β·Σ_t KL_t of its completion (a no-grad pass of the
-   policy and the reference model over the whole rollout batch);
+   policy and the reference model over the whole rollout batch), and with
+   `overlong_buffer_length` each gets DAPO's soft overlong penalty from its token count
+   (`skillfactory.train.overlong`; applied here, not by the reward service, so embedded and
+   distributed runs shape rewards alike). With `mask_truncated_completions`, completions cut at
+   their token budget (finish reason `length`) keep their place in the group's baseline but
+   leave the loss and its normalisers (TRL's `mask_truncated_completions`);
 2. the rollout batch is cut into optimizer updates of `mini_batch_size` groups (the paper: 256
    prompts / 32 = 8 updates), and the updates run `epochs_per_batch` times;
 3. an update's completions are packed into micro-batches of at most `max_tokens_per_micro_batch`
@@ -63,12 +68,14 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from skillfactory.engines.base import Completion
 from skillfactory.files import write_text_atomically
 from skillfactory.group import Group, reward_term_failures, reward_term_means
 from skillfactory.runspec import AdvantageNorm, GRPOSpec
 from skillfactory.train.advantages import rollout_advantages
 from skillfactory.train.grpo_loss import GRPOLossConfig, grpo_policy_loss, kl_estimate
 from skillfactory.train.lora import ADAPTER_DIR, LoraAdapters
+from skillfactory.train.overlong import group_overlong_penalties, is_truncated, truncated_share
 from skillfactory.train.parallel import (
     full_optimizer_state,
     full_state_dict,
@@ -299,6 +306,21 @@ class GRPOLearner:
             start += size
         return result
 
+    def overlong_penalties(self, groups: Sequence[Group]) -> list[list[float]]:
+        """DAPO's soft overlong penalty of every completion, one list per group (all 0 when
+        `overlong_buffer_length` is 0), against `max_response_length`."""
+        return group_overlong_penalties(
+            groups,
+            self.spec.max_response_length,
+            self.spec.overlong_buffer_length,
+            self.spec.overlong_penalty_factor,
+        )
+
+    def _in_loss(self, completion: Completion) -> bool:
+        """Whether a completion's tokens enter the loss (not with `mask_truncated_completions`
+        when it was truncated)."""
+        return not (self.spec.mask_truncated_completions and is_truncated(completion))
+
     def updates(
         self, groups: Sequence[Group], advantages: Sequence[Sequence[float]] | None = None
     ) -> list[Update]:
@@ -326,8 +348,10 @@ class GRPOLearner:
                         collate_parts(parts, self.version, self.pad_token_id).to(self.device)
                         for parts in packed
                     ],
-                    num_tokens=sum(len(c.token_ids) for g in chunk for c in g.completions),
-                    num_sequences=sum(len(g.completions) for g in chunk),
+                    num_tokens=sum(
+                        len(c.token_ids) for g in chunk for c in g.completions if self._in_loss(c)
+                    ),
+                    num_sequences=sum(1 for g in chunk for c in g.completions if self._in_loss(c)),
                 )
             )
         return result
@@ -342,6 +366,13 @@ class GRPOLearner:
         rewards = None
         if self.spec.kl_in_reward and self.spec.kl_beta > 0.0:
             rewards = self.kl_penalised_rewards(groups)
+        penalties = self.overlong_penalties(groups)
+        if self.spec.overlong_buffer_length > 0:
+            base = [g.rewards for g in groups] if rewards is None else rewards
+            rewards = [
+                [r + p for r, p in zip(row, extra, strict=True)]
+                for row, extra in zip(base, penalties, strict=True)
+            ]
         updates = self.updates(groups, self.advantages(groups, rewards))
         if len(updates) * self.spec.epochs_per_batch > 1:
             self.keep_proximal_logprobs(updates)
@@ -367,6 +398,7 @@ class GRPOLearner:
             learning_rates[-1],
             started,
             updates=len(grad_norms),
+            penalties=penalties,
         )
 
     def keep_proximal_logprobs(self, updates: Sequence[Update]) -> None:
@@ -388,7 +420,8 @@ class GRPOLearner:
             with gradient_sync(self.model, enabled=index == len(batches) - 1):
                 output = self._loss(batch, update.num_tokens, update.num_sequences)
                 (output.loss * weight * self.world_size).backward()
-            share = batch.num_tokens / max(update.num_tokens, 1) * self.world_size * weight
+            loss_tokens = int(batch.loss_mask(self.spec.mask_truncated_completions).sum().item())
+            share = loss_tokens / max(update.num_tokens, 1) * self.world_size * weight
             for name, value in output.metrics().items():
                 if name in MAX_METRICS:
                     sums[name] = max(sums.get(name, value), value)
@@ -459,7 +492,7 @@ class GRPOLearner:
             proximal,
             behaviour,
             batch.advantages,
-            batch.completion_mask,
+            batch.loss_mask(self.spec.mask_truncated_completions),
             self.loss_config,
             ref_logprobs=ref,
             num_tokens=num_tokens,
@@ -493,6 +526,7 @@ class GRPOLearner:
         started: float,
         *,
         updates: int,
+        penalties: Sequence[Sequence[float]] = (),
     ) -> StepRecord:
         samples = sum(len(g.completions) for g in groups)
         tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
@@ -528,6 +562,8 @@ class GRPOLearner:
             seconds=time.perf_counter() - started,
             group_ids=[g.group_id for g in groups],
             updates=updates,
+            truncated_completion_fraction=truncated_share(groups),
+            overlong_penalty_mean=sum(sum(row) for row in penalties) / max(samples, 1),
         )
 
     def weights(self) -> dict[str, Tensor]:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from skillfactory.group import Group
+from skillfactory.train.overlong import is_truncated
 
 
 @dataclass
@@ -56,6 +57,9 @@ class RolloutBatch:
     """`[G, P]` 1 on real prompt tokens."""
     group_size: int
     """Completions per group when every group has the same number, else 0."""
+    truncated: Tensor | None = None
+    """`[B]` bool: the engine cut the completion at its token budget (finish reason `length`);
+    `collate_groups` always sets it (None only for batches built by hand: none truncated)."""
     proximal_logprobs: Tensor | None = None
     """`[B, C]` logprobs of the weights at the start of the rollout batch, when the batch trains
     in more than one optimizer update (None: the update's own forward pass stands for them)."""
@@ -64,6 +68,14 @@ class RolloutBatch:
     def num_tokens(self) -> int:
         """Real completion tokens."""
         return int(self.completion_mask.sum().item())
+
+    def loss_mask(self, mask_truncated: bool) -> Tensor:
+        """`[B, C]` the tokens the loss sees: `completion_mask`, without the rows of truncated
+        completions when `mask_truncated` (`grpo.mask_truncated_completions`)."""
+        if not mask_truncated or self.truncated is None:
+            return self.completion_mask
+        keep = (~self.truncated).to(self.completion_mask.dtype).unsqueeze(1)
+        return self.completion_mask * keep
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         """The same batch on `device`."""
@@ -154,6 +166,7 @@ def collate_groups(
     staleness: list[int] = []
     flat_advantages: list[float] = []
     rewards: list[float] = []
+    truncated: list[bool] = []
     for group, group_advantages in zip(groups, advantages, strict=True):
         for completion, advantage, reward in zip(
             group.completions, group_advantages, group.rewards, strict=True
@@ -166,6 +179,7 @@ def collate_groups(
             staleness.append(learner_version - completion.policy_version)
             flat_advantages.append(float(advantage))
             rewards.append(float(reward))
+            truncated.append(is_truncated(completion))
     prompt_len = max(len(p) for p in prompts)
     completion_len = max(1, max(len(c) for c in completions))
     size = len(prompts)
@@ -200,6 +214,7 @@ def collate_groups(
         prompt_ids=input_ids[firsts, :prompt_len],
         prompt_mask=attention_mask[firsts, :prompt_len],
         group_size=sizes.pop() if len(sizes) == 1 else 0,
+        truncated=torch.tensor(truncated, dtype=torch.bool),
     )
 
 

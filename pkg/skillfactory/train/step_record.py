@@ -69,6 +69,13 @@ class StepRecord:
     tokens the policy lag too (TRL `sampling/importance_sampling_ratio/mean`)."""
     mismatch_ratio_max: float = 1.0
     """Largest such ratio of the step (TRL `sampling/importance_sampling_ratio/max`)."""
+    truncated_completion_fraction: float = 0.0
+    """Share of the step's completions the engine cut at their token budget (finish reason
+    `length`), whether or not `grpo.mask_truncated_completions` masks them (TRL
+    `completions/clipped_ratio`, verl `response_length/clip_ratio`)."""
+    overlong_penalty_mean: float = 0.0
+    """Mean over the step's completions of the soft overlong penalty added to their rewards
+    (≤ 0; 0 without `grpo.overlong_buffer_length`; verl's DAPO reward manager: `overlong_reward`)."""
 
     def to_json(self) -> dict[str, Any]:
         """The `steps.jsonl` form."""
