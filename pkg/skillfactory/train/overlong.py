@@ -19,6 +19,8 @@ A completion is *truncated* when the engine stopped it at its token budget
 
   The learner adds it to the rewards before the advantages, from the token count, so embedded
   and distributed runs (where the reward service scores completions) shape rewards alike.
+  `reward_mean` and the reward terms in the step record stay the task's rewards, and
+  `filter_zero_variance` still judges those (DAPO's dynamic sampling filters on accuracy too).
 """
 
 from __future__ import annotations
