@@ -266,9 +266,11 @@ class Cluster:
 
     def command(self, pod: Pod) -> list[str]:
         """The container's command line with its stand-ins (module docstring)."""
-        command = list(pod.container.get("command") or ENTRYPOINT)
-        words = [self.expand(w, pod.env) for w in command + list(pod.container.get("args", []))]
-        return [self.localize(pod, w) for w in words]
+        declared = list(pod.container.get("command") or []) + list(pod.container.get("args", []))
+        words = [self.localize(pod, self.expand(w, pod.env)) for w in declared]
+        # the image's entrypoint is this machine's interpreter: a host path, not mapped (it may
+        # lie under a mount path such as /tmp)
+        return words if pod.container.get("command") else [*ENTRYPOINT, *words]
 
     def start(self, pod: Pod, extra_env: dict[str, str] | None = None) -> None:
         pod.folders = self._mounts(pod)
