@@ -29,6 +29,7 @@ Series added to the server's registry:
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from pathlib import Path
@@ -58,6 +59,9 @@ SERVICE_NAME = "skillfactory.v1.Composer"
 """Fully qualified service name, as the health service reports it."""
 
 FILE_SCHEME = "file://"
+
+PATH_ERRORS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EEXIST)
+"""Write errors that come from the `output_uri` asked for (INVALID_ARGUMENT), not the store."""
 
 SECONDS_BUCKETS = (0.005, 0.02, 0.1, 0.5, 2.0, 10.0, 60.0, 300.0)
 
@@ -141,10 +145,14 @@ def output_path(uri: str, data_root: Path | None) -> Path:
     if "://" in raw or "\x00" in raw:
         raise InvalidRequest(f"output_uri: {uri!r} is not a local path or a file:// URI")
     root = data_root.resolve()
-    path = (root / raw).resolve()
+    try:  # a name too long, a loop of symlinks: the caller's path, not the server's fault
+        path = (root / raw).resolve()
+        is_dir = path.is_dir()
+    except (OSError, ValueError, RuntimeError) as error:
+        raise InvalidRequest(f"output_uri: {uri!r} is not a usable path: {error}") from None
     if path == root or not path.is_relative_to(root):
         raise InvalidRequest(f"output_uri: {uri!r} is outside the data root {str(root)!r}")
-    if path.is_dir():
+    if is_dir:
         raise InvalidRequest(f"output_uri: {uri!r} is a directory, not a file")
     return path
 
@@ -185,7 +193,14 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
             summary=summary_to_proto(summary),
         )
         if path is not None:
-            response.output_uri = write_dataset(path, records)
+            try:
+                response.output_uri = write_dataset(path, records)
+            except OSError as error:
+                if error.errno not in PATH_ERRORS:
+                    raise  # the store's fault (full, read-only): INTERNAL
+                raise InvalidRequest(  # a file where a folder is needed, a name too long, …
+                    f"output_uri: cannot write {request.output_uri!r}: {error}"
+                ) from None
         seconds = time.perf_counter() - start
         if self.metrics is not None:
             self.metrics.record(summary, seconds)
@@ -211,6 +226,10 @@ class ComposerServicer(composer_pb2_grpc.ComposerServicer):
             except InvalidRequest as error:
                 log.info("compose refused", extra={"error": str(error)})
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                raise  # unreachable: abort raises
+            except OSError as error:
+                log.error("cannot write the dataset", extra={"error": str(error)})
+                context.abort(grpc.StatusCode.INTERNAL, f"cannot write the dataset: {error}")
                 raise  # unreachable: abort raises
             size = response.ByteSize()
             if self.max_response_bytes is not None and size > self.max_response_bytes:

@@ -362,6 +362,11 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServicer):
         except TornWeights as error:
             self._failed("torn")
             raise WeightSyncError("torn", str(error)) from None
+        except OSError as error:  # a uri no folder can have (a name too long), or unreadable
+            self._failed("torn")
+            raise WeightSyncError(
+                "torn", f"version {update.version}: cannot read {update.uri!r}: {error}"
+            ) from None
 
         def load() -> int:
             engine = self.engine
