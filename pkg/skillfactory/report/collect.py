@@ -10,6 +10,7 @@ missing in `Run.missing` and what could not be read in `Run.problems`.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,12 @@ class Run:
     """Files that exist but could not be read, and lines skipped."""
 
     @property
+    def where(self) -> str:
+        """The run folder as the report names it: relative to the working directory the report
+        is made in, so that a shared report carries no machine's absolute paths."""
+        return shown_path(self.path)
+
+    @property
     def baseline(self) -> str:
         """The spec's baseline (`skillfactory` when unknown)."""
         return str(self.spec.get("baseline") or "skillfactory")
@@ -120,9 +127,14 @@ class Run:
     def provenance(self) -> str:
         """Which run and spec: name, folder, baseline, model, task."""
         return (
-            f"run {self.name} ({self.path}) · baseline {self.baseline} · model {self.model} · "
+            f"run {self.name} ({self.where}) · baseline {self.baseline} · model {self.model} · "
             f"task {self.task}"
         )
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the working directory (with `..` where it lies outside it)."""
+    return Path(os.path.relpath(path, Path.cwd())).as_posix()
 
 
 def read_run(path: Path) -> Run:

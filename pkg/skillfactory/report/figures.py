@@ -111,7 +111,7 @@ def _curve(ax: Any, versions: list[Any], values: list[Any], name: str, color: st
 def _save(plt: Any, figure: Any, title: str, run: Run, path: Path) -> None:
     """Title the figure with the run and spec that produced it, write the PNG, free it."""
     figure.suptitle(
-        f"{title}\n{run.path} · baseline {run.baseline} · model {_short(run.model)} · "
+        f"{title}\n{run.where} · baseline {run.baseline} · model {_short(run.model)} · "
         f"task {run.task}",
         fontsize=9,
     )

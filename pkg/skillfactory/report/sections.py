@@ -52,7 +52,7 @@ def runs_section(runs: Sequence[Run]) -> Section:
     for run in runs:
         lines = [f"missing {item}" for item in run.missing] + run.problems
         if lines:
-            section.blocks += [f"{run.name} ({run.path}):", Notes(lines)]
+            section.blocks += [f"{run.name} ({run.where}):", Notes(lines)]
     return section
 
 
@@ -87,7 +87,7 @@ def lengths_section(runs: Sequence[Run], figure_dir: Path, stems: Sequence[str])
     for run, stem in zip(runs, stems, strict=True):
         figure = length_histograms(run, figure_dir / f"{stem}-lengths.png")
         if figure is None:
-            lacking.append(f"{run.name} ({run.path}): no per-sample eval records")
+            lacking.append(f"{run.name} ({run.where}): no per-sample eval records")
         else:
             section.blocks.append(figure)
     if lacking:
@@ -104,7 +104,7 @@ def grpo_section(runs: Sequence[Run], figure_dir: Path, stems: Sequence[str]) ->
         if figure is not None:
             section.blocks.append(figure)
         else:
-            lacking.append(f"{run.name} ({run.path}): no GRPO steps (grpo/steps.jsonl)")
+            lacking.append(f"{run.name} ({run.where}): no GRPO steps (grpo/steps.jsonl)")
         if table is not None:
             section.blocks.append(table)
     if lacking:
@@ -121,5 +121,5 @@ def stage1_section(runs: Sequence[Run]) -> Section:
 
 
 def _lacking(runs: Sequence[Run], lacks: Callable[[Run], bool], what: str) -> list[Notes]:
-    lines = [f"{run.name} ({run.path}): {what}" for run in runs if lacks(run)]
+    lines = [f"{run.name} ({run.where}): {what}" for run in runs if lacks(run)]
     return [Notes(lines)] if lines else []

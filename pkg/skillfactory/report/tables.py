@@ -74,7 +74,7 @@ def runs_table(runs: Sequence[Run]) -> Table:
         rows.append(
             [
                 run.name,
-                str(run.path),
+                run.where,
                 run.baseline,
                 run.model,
                 run.task,

@@ -61,7 +61,7 @@ def test_a_full_run_is_read(tmp_path: Path) -> None:
     assert [s["version"] for s in run.grpo_steps] == [1, 2, 3]
     assert run.evals[1].tokens == {task: list(range(20, 28)) for task in TASKS}
     assert run.missing == [] and run.problems == []
-    assert "full" in run.provenance() and str(run.path) in run.provenance()
+    assert "full" in run.provenance() and run.where in run.provenance()
 
 
 def test_rl_only_says_the_baseline_skips_data_and_sft(tmp_path: Path) -> None:

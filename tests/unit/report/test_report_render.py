@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,7 +57,7 @@ def test_every_table_and_figure_names_its_run_and_spec(tmp_path: Path) -> None:
     run = build_run(tmp_path, "sf")
     files = write_report([run], tmp_path / "out")
     html = files.html.read_text()
-    provenance = f"run sf ({run}) · baseline skillfactory · model /models/tiny · task countdown-3"
+    provenance = f"run sf ({os.path.relpath(run)}) · baseline skillfactory · model /models/tiny · task countdown-3"
     tables, captions = html.count("<table>"), html.count("<figcaption>")
     assert html.count(provenance) == tables - 1 + captions  # the runs table is the provenance
     for caption in re.findall(r"<figcaption>(.*?)</figcaption>", html):
@@ -105,3 +107,15 @@ def test_cli_output_option_and_unknown_folder(tmp_path: Path) -> None:
     empty.mkdir()
     warned = CliRunner().invoke(app, ["report", str(empty)])
     assert warned.exit_code == 0 and "no stage results found" in warned.output
+
+
+def test_the_report_names_run_folders_relative_to_where_it_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report one shares carries no machine's absolute paths (issue 16)."""
+    monkeypatch.chdir(tmp_path)
+    run = build_run(tmp_path / "runs", "sf", forcing=True)
+    files = write_report([run], tmp_path / "out")
+    html, markdown = files.html.read_text(), files.markdown.read_text()
+    assert "runs/sf" in html and "runs/sf" in markdown
+    assert str(tmp_path) not in html and str(tmp_path) not in markdown

@@ -134,7 +134,7 @@ def test_training_and_runs_tables(tmp_path: Path) -> None:
     runs = runs_table([run])
     assert runs.rows[0][:6] == [
         "sf",
-        str(run.path),
+        run.where,
         "skillfactory",
         "/models/tiny",
         "countdown-3",
