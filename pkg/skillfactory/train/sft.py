@@ -188,7 +188,7 @@ def sft_trainer(
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTTrainer
 
-    from skillfactory.train.lora import lora_config
+    from skillfactory.train.lora import lora_config  # deferred: loads torch
 
     use_cpu = not torch.cuda.is_available()
     precision = resolve_precision(spec.precision, spec.learning_rate, cuda=not use_cpu)

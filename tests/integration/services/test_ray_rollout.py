@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import pytest
@@ -112,6 +112,17 @@ def test_app_builder_and_documented_rayservice() -> None:
     assert ports["serve"] == serve_config.grpc_options.port
 
 
+def ready_line(stdout: IO[str], stderr: Path) -> dict[str, Any]:
+    """The CLI's JSON ready line; Ray's own log lines (the driver prints its raylets' messages,
+    e.g. about a Serve controller of an instance shutting down) may come before it."""
+    for _ in range(50):
+        line = stdout.readline()
+        assert line, stderr.read_text()[-3000:]
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    raise AssertionError("no JSON ready line in the first 50 lines of stdout")
+
+
 def test_serve_rollout_ray_process(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The CLI starts Ray and Serve, prints its ready line, serves with a token, stops on SIGTERM.
     (First in the module: its Ray instance is gone before the fixture's starts.)"""
@@ -129,9 +140,7 @@ def test_serve_rollout_ray_process(tiny_model_dir: Path, tmp_path: Path) -> None
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True, env=env)
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line, stderr.read_text()[-3000:]
-        ready = json.loads(line)
+        ready = ready_line(process.stdout, stderr)
         assert ready["service"] == "rollout-ray" and ready["auth"] is True
         assert ready["application"] == APP_NAME
         assert ready["autoscaling"]["max_replicas"] == 2
