@@ -27,41 +27,43 @@ from skillfactory.stages.events import (
 from skillfactory.train.sft import EmptySFTDataset
 
 GROUP_HEADERS = {
-    "in_domain": "acc in-dom",
-    "harder": "acc harder",
-    "out_of_domain": "acc OOD",
-    "overall": "acc all",
+    "in_domain": "in-dom",
+    "harder": "harder",
+    "out_of_domain": "OOD",
+    "overall": "all",
 }
 
 
 def comparison_table(summary: dict[str, Any], spec: RunSpec) -> Any:
-    """One row per model (named as the report names them): accuracy by task group, #Ans, #Ref
-    and verdict F1 (overall means)."""
+    """One row per model (named as the report names them): accuracy by task group, then the
+    skill columns (#Ans, #Ref, reflect share, verdict F1) on the in-domain tasks, where SFT
+    installs the structure (all tasks when no group is in-domain)."""
 
     names = {label: method_name(spec.baseline, label, spec.data.composition) for label in summary}
+    groups = [g for g in GROUP_HEADERS if any(g in model["groups"] for model in summary.values())]
+    skill_group = "in_domain" if "in_domain" in groups else "overall"
+    where = "in-domain tasks" if skill_group == "in_domain" else "all tasks"
     table = Table(
         title=f"{' / '.join(names.values())} on held-out problems",
-        caption="accuracy per task group (in-domain, harder, out-of-domain, all); #Ans, #Ref, "
-        "reflects (share of responses with a <reflect> holding a <verdict>) and verdict F1 "
-        "(correct ✓ / incorrect ✗) averaged over all eval tasks",
+        caption=f"accuracy per task group; #Ans, #Ref, refl (share of responses with a <reflect> "
+        f"holding a <verdict>) and verdict F1 (correct ✓ / incorrect ✗) on the {where}",
     )
-    groups = [g for g in GROUP_HEADERS if any(g in model["groups"] for model in summary.values())]
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for group in groups:
         table.add_column(GROUP_HEADERS[group], justify="right")
-    for column in ("#Ans", "#Ref", "reflects", "F1 ✓", "F1 ✗"):
+    for column in ("#Ans", "#Ref", "refl", "F1 ✓", "F1 ✗"):
         table.add_column(column, justify="right")
     for label, name in names.items():
         model_groups = summary[label]["groups"]
-        overall = model_groups.get("overall", {})
+        skills = model_groups.get(skill_group, {})
         table.add_row(
             name,
             *(f"{model_groups[g]['accuracy']:.3f}" if g in model_groups else "–" for g in groups),
-            f"{overall.get('n_answers', 0.0):.2f}",
-            f"{overall.get('n_reflections', 0.0):.2f}",
-            f"{overall.get('reflect_share', 0.0):.0%}",
-            f"{overall.get('verdict_f1_correct', 0.0):.3f}",
-            f"{overall.get('verdict_f1_incorrect', 0.0):.3f}",
+            f"{skills.get('n_answers', 0.0):.2f}",
+            f"{skills.get('n_reflections', 0.0):.2f}",
+            f"{skills.get('reflect_share', 0.0):.0%}",
+            f"{skills.get('verdict_f1_correct', 0.0):.3f}",
+            f"{skills.get('verdict_f1_incorrect', 0.0):.3f}",
         )
     return table
 

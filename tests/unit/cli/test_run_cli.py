@@ -59,3 +59,28 @@ def test_data_stage_runs_and_prints_its_summary(tiny_model_dir: Path, tmp_path: 
     summary = json.loads(result.stdout)["data"]
     assert summary["problems"] == 2 and summary["samples"] == 8 and summary["reflections"] == 8
     assert (tmp_path / "runs" / "cli" / "data" / "sft.jsonl").exists()
+
+
+def test_the_run_table_shows_skills_on_the_in_domain_tasks() -> None:
+    """What SFT installs (reflections with verdicts) is read on the in-domain tasks: an
+    out-of-domain task the model never reflects on must not halve the share."""
+    from rich.console import Console
+
+    from skillfactory.cli.run import comparison_table
+    from skillfactory.runspec import parse_run_spec
+
+    def groups(share: float) -> dict[str, dict[str, float]]:
+        skills = {"n_answers": 1.0, "n_reflections": 1.0, "verdict_f1_correct": 0.4}
+        return {
+            "in_domain": {"accuracy": 0.5, "reflect_share": share, **skills},
+            "out_of_domain": {"accuracy": 0.0, "reflect_share": 0.0},
+            "overall": {"accuracy": 0.25, "reflect_share": share / 2, **skills},
+        }
+
+    summary = {"base": {"groups": groups(0.0)}, "sft": {"groups": groups(1.0)}}
+    spec = parse_run_spec({"name": "t", "model": "m", "stages": ["data", "sft", "eval"]})
+    console = Console(width=100, record=True)
+    console.print(comparison_table(summary, spec))
+    text = console.export_text()
+    assert "100%" in text and "50%" not in text
+    assert "on the in-domain tasks" in text
