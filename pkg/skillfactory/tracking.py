@@ -2,7 +2,7 @@
 wandb, trackio or nowhere (`RunSpec.tracking`).
 
 One small interface, `Tracker`, with three implementations: `NullTracker` (the default: logs
-nothing), `WandbTracker` and `TrackioTracker`. Only the leading process of a run opens one
+nothing) and `LibraryTracker` (wandb or trackio). Only the leading process of a run opens one
 (`open_tracker`); the GRPO stage logs each step's record and, every `completions_every` steps, a
 table of sampled completions; evaluation (during GRPO and at the end) logs its metrics.
 
@@ -14,6 +14,7 @@ network; `WANDB_API_KEY` for online runs); trackio writes a local SQLite databas
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -65,16 +66,20 @@ class NullTracker:
         pass
 
 
-class WandbTracker:
-    """A wandb run (online, or offline with `WANDB_MODE=offline`)."""
+class LibraryTracker:
+    """A run of a tracking library with wandb's interface (`init`, `run.log`, `Table`,
+    `run.finish`): wandb (online, or offline with `WANDB_MODE=offline`) or trackio (a local
+    SQLite database under `TRACKIO_DIR`)."""
 
-    def __init__(self, project: str, run_name: str, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, package: str, project: str, run_name: str, config: Mapping[str, Any]
+    ) -> None:
         try:
-            import wandb  # optional: the `tracking` extra
+            library = importlib.import_module(package)  # optional: the `tracking` extra
         except ImportError as error:
-            raise _missing("wandb") from error
-        self._wandb = wandb
-        self.run = wandb.init(project=project, name=run_name, config=dict(config))
+            raise _missing(package) from error
+        self._library = library
+        self.run = library.init(project=project, name=run_name, config=dict(config))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.run.log(dict(metrics), step=step)
@@ -86,35 +91,7 @@ class WandbTracker:
         rows: Sequence[Sequence[Any]],
         step: int | None = None,
     ) -> None:
-        table = self._wandb.Table(columns=list(columns), data=[list(row) for row in rows])
-        self.run.log({name: table}, step=step)
-
-    def finish(self) -> None:
-        self.run.finish()
-
-
-class TrackioTracker:
-    """A trackio run (a local SQLite database under `TRACKIO_DIR`)."""
-
-    def __init__(self, project: str, run_name: str, config: Mapping[str, Any]) -> None:
-        try:
-            import trackio  # optional: the `tracking` extra
-        except ImportError as error:
-            raise _missing("trackio") from error
-        self._trackio = trackio
-        self.run = trackio.init(project=project, name=run_name, config=dict(config))
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.run.log(dict(metrics), step=step)
-
-    def log_table(
-        self,
-        name: str,
-        columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-        step: int | None = None,
-    ) -> None:
-        table = self._trackio.Table(columns=list(columns), data=[list(row) for row in rows])
+        table = self._library.Table(columns=list(columns), data=[list(row) for row in rows])
         self.run.log({name: table}, step=step)
 
     def finish(self) -> None:
@@ -136,9 +113,7 @@ def open_tracker(spec: RunSpec, *, leader: bool = True) -> Tracker:
         return NullTracker()
     name = tracking.run_name or spec.name
     config = spec.model_dump(mode="json")
-    if tracking.backend == "wandb":
-        return WandbTracker(tracking.project, name, config)
-    return TrackioTracker(tracking.project, name, config)
+    return LibraryTracker(tracking.backend, tracking.project, name, config)
 
 
 def step_metrics(record: Mapping[str, Any]) -> dict[str, float]:
